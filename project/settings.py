@@ -1,0 +1,150 @@
+"""Demo host project for webhooks_app.
+
+Embedded default: SQLite in WAL mode and django-q2's ORM broker: nothing else to start.
+Scaled out: ``DATABASE_URL=postgres://…`` and ``REDIS_URL=redis://…`` switch to PostgreSQL and
+the Redis broker. Everything a deployment changes comes from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("WEBHOOKS_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(exist_ok=True)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() not in {"0", "false", "no", "off", ""}
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-demo-only-change-me")
+DEBUG = _env_flag("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "webhooks_app",
+    "project",  # the demo workflows in project/workflows.py
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],  # host-level admin branding
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if os.environ.get("DATABASE_URL"):
+    # Persistent connections: reconnecting per request costs PostgreSQL ingest about 4x.
+    DATABASES = {
+        "default": dj_database_url.config(conn_max_age=600, conn_health_checks=True)
+    }
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # Fail fast (503) when the server is gone instead of hanging the sender.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            "OPTIONS": {
+                # IMMEDIATE: writers queue on the busy timeout instead of failing with
+                # "database is locked" when a read transaction tries to become a write one.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+# django-q2: see the README's "Queue configuration". The event row owns retries and attempt
+# counting, so django-q2 itself must never retry: ack_failures, and retry far above timeout
+# (the retry clock also runs while a task waits in the local prefetch buffer).
+Q_CLUSTER: dict = {
+    "name": os.environ.get("Q_CLUSTER_NAME", "webhooks_app"),
+    "workers": int(os.environ.get("Q_WORKERS", "2")),
+    "queue_limit": int(os.environ.get("Q_WORKERS", "2")),
+    "bulk": 1,
+    "timeout": 60,
+    "retry": 240,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 0,
+    "catch_up": False,
+    "poll": 0.2,
+    "recycle": 500,
+    "max_rss": 250_000,
+    "label": "Webhook jobs",
+}
+if os.environ.get("REDIS_URL"):
+    Q_CLUSTER["redis"] = os.environ["REDIS_URL"]
+else:
+    Q_CLUSTER["orm"] = "default"
+
+WEBHOOKS = {
+    # Secrets come from the environment: WEBHOOK_SECRET_GENERIC or WEBHOOK_SECRET_DEFAULT.
+    "SOURCES": {"generic": {"SCHEME": "generic"}},
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "webhooks_app": {"handlers": ["console"], "level": "INFO"},
+        "project": {"handlers": ["console"], "level": "INFO"},
+    },
+}

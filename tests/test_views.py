@@ -1,0 +1,309 @@
+"""The contract's status table for /webhooks/generic/, row by row, in order."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from django.conf import settings
+from django.db import DatabaseError
+from django.test import override_settings
+
+from tests.conftest import GENERIC_URL, envelope, queued_tasks, sign
+from webhooks_app import ingest
+from webhooks_app.models import WebhookEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["error"] == code
+    assert isinstance(body["detail"], str) and body["detail"]
+
+
+def assert_nothing_stored() -> None:
+    assert WebhookEvent.objects.count() == 0
+    assert queued_tasks() == 0
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete", "head", "options"])
+def test_other_methods_are_405(client, method):
+    response = getattr(client, method)(GENERIC_URL)
+    assert response.status_code == 405
+    if method != "head":
+        assert_error(response, 405, "method_not_allowed")
+        assert "actions" not in response.json()  # OPTIONS reveals no schema
+    assert_nothing_stored()
+
+
+def test_unknown_source_is_404(post_webhook):
+    assert_error(post_webhook(envelope(), url="/webhooks/nope/"), 404, "unknown_source")
+    assert_nothing_stored()
+
+
+def test_body_over_limit_is_413_before_anything_else(post_webhook):
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "MAX_BODY_BYTES": 100}):
+        body = envelope(pad="x" * 200)
+        # Wrong content type and no signature too: the size answers first.
+        response = post_webhook(body, signature=None, content_type="text/plain")
+    assert_error(response, 413, "payload_too_large")
+    assert_nothing_stored()
+
+
+def test_body_exactly_at_limit_is_accepted(post_webhook):
+    body = envelope()
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "MAX_BODY_BYTES": len(body)}):
+        assert post_webhook(body).status_code == 202
+
+
+def test_lying_content_length_cannot_smuggle_a_bigger_body(client):
+    """The body is read with a bound, whatever Content-Length claims."""
+    body = envelope(pad="x" * 200)
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "MAX_BODY_BYTES": 100}):
+        response = client.generic(
+            "POST", GENERIC_URL, body, content_type="application/json",
+            CONTENT_LENGTH="10", HTTP_X_WEBHOOK_SIGNATURE=sign(body),
+        )  # fmt: skip
+    assert response.status_code in (401, 413)
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_non_json_content_type_is_415(post_webhook, content_type):
+    response = post_webhook(envelope(), content_type=content_type, signature=None)
+    assert_error(response, 415, "unsupported_media_type")
+    assert_nothing_stored()
+
+
+def test_json_content_type_with_charset_is_accepted(post_webhook):
+    assert post_webhook(envelope(), content_type="application/json; charset=utf-8").status_code == 202
+
+
+@pytest.mark.parametrize("secrets", [[], [""], None])
+def test_no_usable_secret_is_503_for_every_request(post_webhook, secrets):
+    generic = {"SCHEME": "generic"} if secrets is None else {"SCHEME": "generic", "SECRETS": secrets}
+    with override_settings(WEBHOOKS={"SOURCES": {"generic": generic}}):
+        body = envelope()
+        for signature in (None, sign(body), sign(body, secret=""), "sha256=00"):
+            assert_error(post_webhook(body, signature=signature), 503, "not_configured")
+    assert_nothing_stored()
+
+
+def test_missing_signature_is_401(post_webhook):
+    assert_error(post_webhook(envelope(), signature=None), 401, "missing_signature")
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["", "sha256=", "sha256=zz", "v1,", "sha256=" + "0" * 64, "sha1=abc", "A" * 10_000, "sha256=é"],
+)
+def test_wrong_or_malformed_signature_is_401(post_webhook, signature):
+    assert_error(post_webhook(envelope(), signature=signature), 401, "invalid_signature")
+    assert_nothing_stored()
+
+
+def test_truncated_and_extended_signatures_are_401(post_webhook):
+    body = envelope()
+    good = sign(body)
+    for signature in (good[:-1], good + "0", good + " 0"):
+        assert_error(post_webhook(body, signature=signature), 401, "invalid_signature")
+    assert_nothing_stored()
+
+
+def test_signature_over_reserialised_json_is_401(post_webhook):
+    body = b'{"workflow_name": "record",  "webhook_id": "evt-1", "inputs": {"b": 1, "a": 2}}'
+    for variant in (
+        json.dumps(json.loads(body)).encode(),  # other whitespace
+        json.dumps(json.loads(body), sort_keys=True).encode(),  # other key order
+    ):
+        assert variant != body
+        assert_error(post_webhook(body, signature=sign(variant)), 401, "invalid_signature")
+    assert post_webhook(body, signature=sign(body)).status_code == 202
+
+
+def test_signature_prefix_optional_and_hex_case_insensitive(post_webhook):
+    hexdigest = sign(envelope("record", "a"))[len("sha256=") :]
+    assert post_webhook(envelope("record", "a"), signature=hexdigest).status_code == 202
+    upper = "SHA256=" + sign(envelope("record", "b"))[7:].upper()
+    assert post_webhook(envelope("record", "b"), signature=upper).status_code == 202
+
+
+def test_both_rotated_secrets_verify(post_webhook):
+    first = envelope("record", "old")
+    second = envelope("record", "new")
+    assert post_webhook(first, signature=sign(first, settings.SECRET_A)).status_code == 202
+    assert post_webhook(second, signature=sign(second, settings.SECRET_B)).status_code == 202
+
+
+def test_a_secret_outside_the_list_is_401(post_webhook):
+    body = envelope()
+    assert_error(post_webhook(body, signature=sign(body, "not-configured-secret")), 401, "invalid_signature")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"\xff\xfe{}",
+        b'{"workflow_name": "record", "workflow_name": "fail"}',
+        b"[" * 100 + b"]" * 100,
+        b'{"workflow_name": "record", "inputs": {"x": NaN}}',
+        b'{"workflow_name": "record", "inputs": {"x": 1e999}}',
+        b'{"workflow_name": "record", "inputs": {"x": "\\u0000"}}',
+        b'{"workflow_name": "record", "inputs": {"x": "\\ud800"}}',
+        b"",
+    ],
+)
+def test_invalid_json_is_400(post_webhook, body):
+    assert_error(post_webhook(body), 400, "invalid_json")
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [],
+        "string",
+        {"inputs": {}},
+        {"workflow_name": 7},
+        {"workflow_name": ""},
+        {"workflow_name": "record", "inputs": []},
+        {"workflow_name": "record", "webhook_id": 5},
+        {"workflow_name": "record", "webhook_id": ""},
+        {"workflow_name": "record", "webhook_id": "x" * 256},
+        {"workflow_name": "record", "webhook_id": "evt\n1"},
+        {"workflow_name": "record", "webhook_id": "evt\x1b[31m"},
+    ],
+)
+def test_invalid_payload_is_400(post_webhook, payload):
+    assert_error(post_webhook(json.dumps(payload).encode()), 400, "invalid_payload")
+    assert_nothing_stored()
+
+
+def test_bad_webhook_id_header_is_400(post_webhook):
+    body = envelope(webhook_id=None)
+    assert_error(post_webhook(body, HTTP_X_WEBHOOK_ID="a" * 300), 400, "invalid_payload")
+    assert_nothing_stored()
+
+
+def test_unknown_workflow_is_422(post_webhook):
+    assert_error(post_webhook(envelope("no_such_workflow")), 422, "unknown_workflow")
+    assert_nothing_stored()
+
+
+def test_database_unavailable_is_503_with_retry_after(post_webhook, monkeypatch):
+    def broken(event):
+        raise DatabaseError("server closed the connection")
+
+    monkeypatch.setattr(ingest, "insert_unless_duplicate", broken)
+    response = post_webhook(envelope())
+    assert_error(response, 503, "unavailable")
+    assert int(response["Retry-After"]) > 0
+    assert_nothing_stored()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepted_is_202_stored_and_queued(post_webhook):
+    """Real commits, so the Redis broker's after-commit enqueue happens too."""
+    response = post_webhook(envelope("record", "evt-42", user_id=42))
+    assert response.status_code == 202
+    event = WebhookEvent.objects.get()
+    assert response.json() == {"status": "accepted", "webhook_id": "evt-42", "event_id": event.pk}
+    assert (event.source, event.webhook_id, event.workflow_name) == ("generic", "evt-42", "record")
+    assert event.payload == {"user_id": 42}
+    assert event.status == "pending"
+    assert queued_tasks() == 1
+
+
+def test_duplicate_is_200_with_the_stored_status(post_webhook):
+    assert post_webhook(envelope("record", "evt-7")).status_code == 202
+    response = post_webhook(envelope("record", "evt-7", other="body"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "duplicate", "webhook_id": "evt-7", "event_status": "pending"}
+    assert WebhookEvent.objects.count() == 1
+    assert WebhookEvent.objects.get().payload == {}  # the first delivery's payload is kept
+
+
+def test_webhook_id_from_header_and_assigned_when_absent(post_webhook):
+    body = envelope(webhook_id=None)
+    assert post_webhook(body, HTTP_X_WEBHOOK_ID="from-header").json()["webhook_id"] == "from-header"
+    first = post_webhook(body).json()["webhook_id"]
+    second = post_webhook(body).json()["webhook_id"]
+    assert first != second  # no id: nothing is deduplicated
+    assert WebhookEvent.objects.count() == 3
+
+
+def test_inputs_default_to_empty_object(post_webhook):
+    body = json.dumps({"workflow_name": "record", "webhook_id": "no-inputs"}).encode()
+    assert post_webhook(body).status_code == 202
+    assert WebhookEvent.objects.get().payload == {}
+
+
+def test_no_csrf_token_needed(post_webhook, settings):
+    from django.test import Client
+
+    csrf_client = Client(enforce_csrf_checks=True)
+    body = envelope()
+    response = csrf_client.generic(
+        "POST", GENERIC_URL, body, content_type="application/json", HTTP_X_WEBHOOK_SIGNATURE=sign(body)
+    )
+    assert response.status_code == 202
+
+
+@override_settings(WEBHOOKS={"SOURCES": {"generic": {"SCHEME": "generic"}}, "REQUIRE_SIGNATURE": False})
+def test_signatures_switched_off_accept_unsigned(post_webhook):
+    assert post_webhook(envelope(), signature=None).status_code == 202
+
+
+def test_env_switch_turns_signatures_off(post_webhook, monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SIGNATURE_REQUIRED", "false")
+    with override_settings(WEBHOOKS={"SOURCES": {"generic": {"SCHEME": "generic"}}}):
+        assert post_webhook(envelope(), signature=None).status_code == 202
+
+
+def test_stored_headers_are_allow_listed_without_signatures(post_webhook):
+    post_webhook(
+        envelope(),
+        HTTP_USER_AGENT="sender/1.0",
+        HTTP_AUTHORIZATION="Bearer leaked-token",
+        HTTP_COOKIE="session=abc",
+        HTTP_X_GITHUB_ENCODED_SECRET="leaked",
+    )
+    headers = WebhookEvent.objects.get().headers
+    assert headers["user-agent"] == "sender/1.0"
+    assert not {"x-webhook-signature", "authorization", "cookie", "x-github-encoded-secret"} & set(headers)
+
+
+def test_no_secret_or_signature_in_responses_logs_or_stored_rows(post_webhook, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = envelope()
+    good = sign(body)
+    bad = sign(body, "wrong-secret")
+    responses = [
+        post_webhook(body),
+        post_webhook(body),
+        post_webhook(body, signature=bad),
+        post_webhook(b"{", signature=sign(b"{")),
+        post_webhook(envelope("nope"), signature=sign(envelope("nope"))),
+    ]
+    with override_settings(WEBHOOKS={"SOURCES": {"generic": {"SCHEME": "generic"}}}):
+        responses.append(post_webhook(body))
+    texts = [r.content.decode() for r in responses] + [caplog.text]
+    texts += [json.dumps(list(WebhookEvent.objects.values()), default=str)]
+    for secret_value in (settings.SECRET_A, settings.SECRET_B, good[7:], bad[7:]):
+        for text in texts:
+            assert secret_value not in text
+    assert "Webhook refused" in caplog.text  # the refusals were logged, just not their secrets
+
+
+def test_log_lines_escape_control_characters(post_webhook, caplog):
+    caplog.set_level(logging.INFO, logger="webhooks_app")
+    post_webhook(envelope(), url="/webhooks/evil%0A%5BCRITICAL%5D%20forged/")
+    assert caplog.records
+    for record in caplog.records:
+        assert "\n" not in record.getMessage()

@@ -1,0 +1,34 @@
+"""Workflows the tests run; each records its execution so runs can be counted across processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from tests.testapp.models import Execution
+from webhooks_app import workflow
+from webhooks_app.models import WebhookEvent
+
+
+def _record(name: str, event: WebhookEvent) -> None:
+    Execution.objects.create(webhook_id=event.webhook_id, workflow=name, pid=os.getpid())
+
+
+@workflow("record")
+def record(inputs: dict[str, Any], event: WebhookEvent) -> dict[str, Any]:
+    _record("record", event)
+    return {"echo": inputs}
+
+
+@workflow("fail")
+def fail(inputs: dict[str, Any], event: WebhookEvent) -> None:
+    _record("fail", event)
+    raise ValueError(f"boom on attempt {event.attempts}")
+
+
+@workflow("sleep")
+def sleep(inputs: dict[str, Any], event: WebhookEvent) -> dict[str, Any]:
+    _record("sleep", event)
+    time.sleep(float(inputs.get("seconds", 1)))
+    return {"slept": inputs.get("seconds", 1)}

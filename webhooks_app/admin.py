@@ -1,0 +1,65 @@
+"""A read-only audit log of received events, with replay."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from webhooks_app import services
+from webhooks_app.models import WebhookEvent
+
+
+def _pretty(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "source", "webhook_id", "workflow_name", "status", "attempts"]
+    list_filter = ["status", "source", "workflow_name"]
+    search_fields = ["=webhook_id"]
+    date_hierarchy = "received_at"
+    show_full_result_count = False
+    actions = ["replay"]
+    fields = [
+        "source", "webhook_id", "event_type", "workflow_name", "status", "attempts",
+        "received_at", "started_at", "finished_at", "next_attempt_at",
+        "pretty_payload", "pretty_headers", "pretty_result", "error", "pretty_history",
+    ]  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj: WebhookEvent) -> str:
+        return _pretty(obj.payload)
+
+    @admin.display(description="headers")
+    def pretty_headers(self, obj: WebhookEvent) -> str:
+        return _pretty(obj.headers)
+
+    @admin.display(description="result")
+    def pretty_result(self, obj: WebhookEvent) -> str:
+        return _pretty(obj.result)
+
+    @admin.display(description="attempts timeline")
+    def pretty_history(self, obj: WebhookEvent) -> str:
+        return _pretty(obj.history)
+
+    @admin.action(description="Replay selected events", permissions=["replay"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        count = services.replay_events(queryset)
+        self.message_user(request, f"Queued {count} event(s) to run again.", messages.SUCCESS)
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")

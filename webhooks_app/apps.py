@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class WebhooksAppConfig(AppConfig):
+    name = "webhooks_app"
+    verbose_name = "Webhooks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from webhooks_app import checks, registry  # noqa: F401 - registers the system checks
+
+        registry.autodiscover()

@@ -1,0 +1,148 @@
+"""The ``WEBHOOKS`` setting: defaults, environment fall-backs and per-source configuration.
+
+Read lazily and cached; reset when ``WEBHOOKS`` changes (``override_settings`` works) and by
+:meth:`WebhookSettings.reload` (tests that change the environment). Nothing is ever written
+back onto ``django.conf.settings``.
+
+The setting's keys are named so that Django's ``SafeExceptionReporterFilter`` hides them on
+error pages: secrets live under ``SECRETS``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    "SOURCES": {},
+    "REQUIRE_SIGNATURE": None,  # None: the environment decides, else True (fail closed)
+    "TIMESTAMP_TOLERANCE": 300,
+    "MAX_BODY_BYTES": 1024 * 1024,
+    "MAX_ATTEMPTS": 5,
+    "RETRY_BACKOFF": 30,
+    "RETENTION_DAYS": 30,
+    "RECOVERY_GRACE": 60,
+    "WORKFLOWS": {},
+    "SCHEMES": {},
+}
+
+DEFAULT_SOURCE = "generic"
+ENV_SIGNATURE_REQUIRED = "WEBHOOK_SIGNATURE_REQUIRED"
+ENV_SECRET_DEFAULT = "WEBHOOK_SECRET_DEFAULT"
+_FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+def env_secret_name(source: str) -> str:
+    """``WEBHOOK_SECRET_<SOURCE>``: upper-case, anything but letters and digits becomes ``_``."""
+    return "WEBHOOK_SECRET_" + re.sub(r"[^A-Z0-9]", "_", source.upper())
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One configured sender, with every fall-back already applied."""
+
+    name: str
+    scheme: str
+    secrets: tuple[str, ...] = field(repr=False)
+    routes: Mapping[str, str]
+    timestamp_tolerance: int
+    max_body_bytes: int
+    verify_token: str = field(default="", repr=False)
+    public_url: str = ""
+    secret_origin: str = ""  # which setting supplied the secrets, for error messages
+
+    def route(self, event_type: str) -> str | None:
+        """The workflow for ``event_type``: an exact route, else ``"*"``, else none."""
+        return self.routes.get(event_type) or self.routes.get("*")
+
+
+class WebhookSettings:
+    """Attribute access to ``WEBHOOKS`` with defaults: ``webhook_settings.MAX_ATTEMPTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+        self._sources: dict[str, SourceConfig] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, "WEBHOOKS", None) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"WEBHOOKS has no setting {name!r}")
+        if name not in self._cache:
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if name == "REQUIRE_SIGNATURE" and value is None:
+                flag = os.environ.get(ENV_SIGNATURE_REQUIRED, "true").strip().lower()
+                value = flag not in _FALSE_WORDS
+            self._cache[name] = value
+        return self._cache[name]
+
+    @property
+    def sources(self) -> dict[str, SourceConfig]:
+        """Every enabled source by URL segment; ``generic`` is there unless set to ``None``."""
+        if self._sources is None:
+            raw: dict[str, Any] = {DEFAULT_SOURCE: {}, **self.SOURCES}
+            self._sources = {
+                name: self._build_source(name, options or {})
+                for name, options in raw.items()
+                if options is not None
+            }
+        return self._sources
+
+    def source(self, name: str) -> SourceConfig | None:
+        return self.sources.get(name)
+
+    def _build_source(self, name: str, options: Mapping[str, Any]) -> SourceConfig:
+        secrets, origin = _resolve_secrets(name, options.get("SECRETS"))
+        return SourceConfig(
+            name=name,
+            scheme=options.get("SCHEME", DEFAULT_SOURCE if name == DEFAULT_SOURCE else name),
+            secrets=secrets,
+            routes=dict(options.get("ROUTES", {})),
+            timestamp_tolerance=int(options.get("TIMESTAMP_TOLERANCE", self.TIMESTAMP_TOLERANCE)),
+            max_body_bytes=int(options.get("MAX_BODY_BYTES", self.MAX_BODY_BYTES)),
+            verify_token=options.get("VERIFY_TOKEN") or "",
+            public_url=options.get("PUBLIC_URL") or "",
+            secret_origin=origin,
+        )
+
+    def reload(self) -> None:
+        self._cache.clear()
+        self._sources = None
+        from webhooks_app import registry, schemes
+
+        schemes.clear_cache()
+        registry.clear_settings_cache()
+
+
+def _resolve_secrets(source: str, configured: Any) -> tuple[tuple[str, ...], str]:
+    """Configured ``SECRETS``, else ``WEBHOOK_SECRET_<SOURCE>``, else ``WEBHOOK_SECRET_DEFAULT``.
+
+    Empty strings are dropped: an empty HMAC key is not a secret (anyone can compute it).
+    """
+    if isinstance(configured, str):
+        configured = [configured]
+    secrets = tuple(s for s in configured or () if isinstance(s, str) and s)
+    if secrets:
+        return secrets, f"WEBHOOKS['SOURCES'][{source!r}]['SECRETS']"
+    for env_name in (env_secret_name(source), ENV_SECRET_DEFAULT):
+        if value := os.environ.get(env_name, ""):
+            return (value,), env_name
+    return (), ""
+
+
+webhook_settings = WebhookSettings()
+
+
+@receiver(setting_changed)
+def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"WEBHOOKS", "Q_CLUSTER"}:
+        webhook_settings.reload()

@@ -1,0 +1,223 @@
+"""The ingestion core: verify → parse → store-or-duplicate → enqueue, in the contract's order.
+
+The view only adapts HTTP to :func:`receive` and its result back to HTTP. Every refusal is a
+:class:`~webhooks_app.exceptions.WebhookError` raised before anything is written, so a 4xx/5xx
+never leaves a row or a task behind, and a 2xx is only returned once the row has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.utils import timezone
+
+from webhooks_app import queue, registry, signals
+from webhooks_app.conf import SourceConfig, webhook_settings
+from webhooks_app.exceptions import (
+    NotConfigured,
+    PayloadTooLarge,
+    Unavailable,
+    UnknownSource,
+    UnknownWorkflow,
+    UnsupportedMediaType,
+    WebhookError,
+)
+from webhooks_app.logutil import printable
+from webhooks_app.models import EventStatus, WebhookEvent
+from webhooks_app.schemes import Delivery, InboundRequest, Scheme, get_scheme
+
+logger = logging.getLogger("webhooks_app")
+
+#: Request headers stored with every event (plus each scheme's own); anything else, and above
+#: all every signature header, is dropped, so the admin can never show a credential.
+BASE_STORED_HEADERS = frozenset({"content-type", "content-length", "user-agent", "x-request-id"})
+MAX_STORED_HEADER_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to answer: ``status_code`` and the JSON ``body``."""
+
+    status_code: int
+    body: dict[str, Any]
+    event: WebhookEvent | None = None
+
+
+def get_source(name: str) -> tuple[SourceConfig, Scheme]:
+    source = webhook_settings.source(name)
+    if source is None:
+        raise UnknownSource(f"No webhook source {printable(name)!r} is configured.")
+    try:
+        return source, get_scheme(source.scheme)
+    except KeyError:
+        # A misconfiguration (reported by `manage.py check` too): refuse, the sender retries.
+        raise NotConfigured(f"Source {name!r} names an unknown scheme.") from None
+
+
+def check_content_length(source: SourceConfig, content_length: str | None) -> None:
+    """413 from the declared length alone, before a byte of the body is read."""
+    try:
+        declared = int(content_length or 0)
+    except ValueError:
+        declared = 0
+    if declared > source.max_body_bytes:
+        raise PayloadTooLarge(f"The body is larger than {source.max_body_bytes} bytes.")
+
+
+def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Outcome:
+    """Run one POSTed delivery through every check and store it; raise ``WebhookError`` to refuse.
+
+    The caller has already answered what comes before the body: the source exists
+    (:func:`get_source`), the method is POST, and the declared length is within the limit.
+    """
+    if len(request.body) > source.max_body_bytes:
+        raise PayloadTooLarge(f"The body is larger than {source.max_body_bytes} bytes.")
+    media_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+    if media_type not in scheme.media_types:
+        raise UnsupportedMediaType(f"Send the body as {' or '.join(sorted(scheme.media_types))}.")
+    if webhook_settings.REQUIRE_SIGNATURE:
+        if not source.secrets:
+            raise NotConfigured(
+                f"Set WEBHOOKS['SOURCES'][{source.name!r}]['SECRETS'] or the environment "
+                f"variable WEBHOOK_SECRET_{source.name.upper()}."
+            )
+        scheme.verify(
+            request, source.secrets, now=time.time(), tolerance=source.timestamp_tolerance
+        )
+    delivery = scheme.parse(request)
+    workflow_name = delivery.workflow_name or source.route(delivery.event_type)
+    if workflow_name is not None and not registry.is_registered(workflow_name):
+        raise UnknownWorkflow(f"No workflow is registered as {printable(workflow_name)!r}.")
+    return store(source, scheme, delivery, workflow_name, request.headers)
+
+
+def store(
+    source: SourceConfig,
+    scheme: Scheme,
+    delivery: Delivery,
+    workflow_name: str | None,
+    headers: Mapping[str, str],
+) -> Outcome:
+    """Insert the event (the unique constraint decides duplicates) and enqueue it."""
+    event = WebhookEvent(
+        source=source.name,
+        webhook_id=delivery.webhook_id or uuid.uuid4().hex,
+        event_type=delivery.event_type[:255],
+        workflow_name=workflow_name or "",
+        payload=delivery.payload,
+        headers=stored_headers(headers, scheme),
+        status=EventStatus.PENDING if workflow_name else EventStatus.IGNORED,
+    )
+    try:
+        with transaction.atomic():
+            inserted = insert_unless_duplicate(event)
+            if inserted and event.status == EventStatus.PENDING:
+                queue.enqueue_in_transaction(event.pk)
+        if not inserted:
+            return duplicate(event)
+    except DatabaseError as exc:
+        logger.warning(
+            "Webhook from source %s not stored (database unavailable: %s); answered 503.",
+            source.name,
+            printable(type(exc).__name__),
+        )
+        raise Unavailable() from None
+    signals.event_received.send(sender=WebhookEvent, event=event)
+    if event.status == EventStatus.IGNORED:
+        return Outcome(200, {"status": "ignored", "webhook_id": event.webhook_id}, event)
+    return Outcome(
+        202, {"status": "accepted", "webhook_id": event.webhook_id, "event_id": event.pk}, event
+    )
+
+
+def duplicate(event: WebhookEvent) -> Outcome:
+    """Answer a repeated delivery; re-enqueue it if it has been stranded in ``pending``."""
+    existing = (
+        WebhookEvent.objects.filter(source=event.source, webhook_id=event.webhook_id)
+        .values("pk", "status", "received_at")
+        .first()
+    )
+    if existing is None:  # deleted between the insert attempt and now: let the sender retry
+        raise Unavailable()
+    grace = timedelta(seconds=webhook_settings.RECOVERY_GRACE)
+    if existing["status"] == EventStatus.PENDING and existing["received_at"] < timezone.now() - grace:
+        with transaction.atomic():
+            queue.enqueue_in_transaction(existing["pk"])
+    return Outcome(
+        200,
+        {"status": "duplicate", "webhook_id": event.webhook_id, "event_status": existing["status"]},
+    )
+
+
+def insert_unless_duplicate(event: WebhookEvent) -> bool:
+    """Insert ``event`` in one statement; ``False`` if ``(source, webhook_id)`` already exists.
+
+    PostgreSQL and SQLite (3.35+) do it with ``INSERT … ON CONFLICT DO NOTHING RETURNING``: no
+    exception, no savepoint, and no ERROR line in PostgreSQL's log per duplicate. Other
+    databases fall back to a savepoint around a plain insert.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    if not _supports_on_conflict(connection):
+        from django.db import IntegrityError
+
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+        except IntegrityError:
+            return False
+        return True
+    opts = WebhookEvent._meta
+    fields = [f for f in opts.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    sql = "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({source}, {webhook_id}) DO NOTHING RETURNING {pk}".format(
+        table=quote(opts.db_table),
+        columns=", ".join(quote(f.column) for f in fields),
+        values=", ".join(["%s"] * len(fields)),
+        source=quote("source"),
+        webhook_id=quote("webhook_id"),
+        pk=quote(opts.pk.column),
+    )
+    params = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    event.pk = row[0]
+    event._state.adding = False
+    event._state.db = DEFAULT_DB_ALIAS
+    return True
+
+
+def _supports_on_conflict(connection: Any) -> bool:
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False
+
+
+def stored_headers(headers: Mapping[str, str], scheme: Scheme) -> dict[str, str]:
+    keep = (BASE_STORED_HEADERS | scheme.stored_headers) - scheme.signature_headers
+    return {
+        name: value[:MAX_STORED_HEADER_LENGTH] for name, value in headers.items() if name in keep
+    }
+
+
+def reject_log(source_name: str, error: WebhookError) -> None:
+    """Count/log a refusal: never the body, never a header value."""
+    logger.info(
+        "Webhook refused: source=%s status=%s error=%s",
+        printable(source_name),
+        error.status_code,
+        error.error,
+    )

@@ -1,0 +1,66 @@
+"""The stored delivery: one row per ``(source, webhook_id)``, which is what makes ingestion
+idempotent. The row also carries the processing state machine, so retries, attempt counting
+and recovery never depend on the task queue's own bookkeeping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+
+class EventStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed (will retry)"
+    DEAD = "dead", "Dead"
+    IGNORED = "ignored", "Ignored"
+
+
+#: Events in these states are finished: cleanup may delete them, nothing will run them again
+#: unless replayed.
+FINISHED_STATUSES = (EventStatus.SUCCEEDED, EventStatus.DEAD, EventStatus.IGNORED)
+
+
+class WebhookEvent(models.Model):
+    source = models.CharField(max_length=64)
+    webhook_id = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=255, blank=True)
+    workflow_name = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    headers = models.JSONField(default=dict, blank=True, help_text="Allow-listed; signatures removed.")
+    status = models.CharField(max_length=16, choices=EventStatus.choices, default=EventStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    history = models.JSONField(default=list, blank=True, help_text="One entry per attempt.")
+    received_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "webhook event"
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "webhook_id"], name="webhooks_app_unique_delivery")
+        ]
+        indexes = [
+            # The changelist's default order and date_hierarchy.
+            models.Index(fields=["-received_at"], name="webhooks_ev_received_idx"),
+            # Status filters, cleanup (finished and old) and recovery (stranded and old).
+            models.Index(fields=["status", "received_at"], name="webhooks_ev_status_idx"),
+            models.Index(fields=["workflow_name", "received_at"], name="webhooks_ev_workflow_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.webhook_id}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the last attempt took."""
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

@@ -1,0 +1,104 @@
+"""The only module that talks to django-q2: enqueue an event, schedule a retry, report depth.
+
+Keeping the queue behind these few functions means a move to another runner (a
+``django.tasks`` backend, say) touches one file.
+
+Delivery guarantees differ by broker, and the callers rely on :func:`enqueue_in_transaction`
+to pick the safe option: the ORM broker's queue row is written inside the caller's transaction
+(the event and its task commit or roll back together: a free outbox); any other broker is
+called after commit, and a failure there only logs, because the committed event stays
+``pending`` and recovery enqueues it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django_q.brokers import Broker, get_broker
+from django_q.conf import Conf
+from django_q.models import Schedule
+from django_q.tasks import async_task
+
+logger = logging.getLogger("webhooks_app")
+
+PROCESS_EVENT = "webhooks_app.tasks.process_event"
+#: django-q2 must neither retry (we count attempts ourselves, with backoff) nor keep a Task row
+#: per success (the event row is the record; failures are still saved by django-q2).
+TASK_OPTIONS: dict[str, Any] = {"ack_failure": True, "save": False}
+
+_broker: tuple[int, Broker] | None = None
+
+
+def broker() -> Broker:
+    """One broker per process: django-q2 builds a new connection per call otherwise."""
+    global _broker
+    pid = os.getpid()
+    if _broker is None or _broker[0] != pid:
+        _broker = (pid, get_broker())
+    return _broker[1]
+
+
+def uses_orm_broker(using: str = DEFAULT_DB_ALIAS) -> bool:
+    """True when queue rows live in the ``using`` database, so they can share its transaction."""
+    return Conf.ORM == using
+
+
+def enqueue(event_id: int) -> None:
+    """Put one ``process_event`` task on the queue now."""
+    async_task(
+        PROCESS_EVENT,
+        event_id,
+        task_name=f"webhook-event-{event_id}",
+        broker=broker(),
+        q_options=dict(TASK_OPTIONS),
+    )
+
+
+def _enqueue_logged(event_id: int) -> None:
+    try:
+        enqueue(event_id)
+    except Exception:
+        logger.exception(
+            "Could not enqueue webhook event %s; it stays pending until recovery picks it up.",
+            event_id,
+        )
+
+
+def enqueue_in_transaction(event_id: int, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Enqueue as part of the caller's open transaction (ORM) or right after it commits."""
+    if uses_orm_broker(using):
+        enqueue(event_id)
+    else:
+        transaction.on_commit(lambda: _enqueue_logged(event_id), using=using)
+
+
+def schedule_retry(event_id: int, attempt: int, at: datetime) -> None:
+    """Run the event again at ``at`` (django-q2's scheduler: about 30 s resolution).
+
+    Only literals go into a schedule's args: anything else breaks every scheduler pass.
+    """
+    Schedule.objects.create(
+        name=f"webhooks_app:retry:{event_id}:{attempt}",
+        func=PROCESS_EVENT,
+        args=repr((int(event_id),)),
+        kwargs=repr({"q_options": TASK_OPTIONS}),
+        schedule_type=Schedule.ONCE,
+        repeats=-1,
+        next_run=at,
+    )
+
+
+def queue_info() -> dict[str, Any]:
+    """Broker name and how many tasks wait in it (for health and the dashboard)."""
+    b = broker()
+    info: dict[str, Any] = {"broker": "orm" if Conf.ORM else type(b).__name__.lower()}
+    try:
+        info["queued"] = b.queue_size()
+    except Exception:
+        info["queued"] = None
+        info["error"] = "broker unreachable"
+    return info

@@ -1,0 +1,190 @@
+"""The shape every signature scheme has, and the pure helpers they share.
+
+A scheme turns the raw request (bytes, headers, URL) plus the configured secrets and the clock
+into a verdict: it raises a :mod:`webhooks_app.exceptions` error, or it returns a
+:class:`Delivery`. Schemes never touch the ORM or Django's request object, so they are tested
+with plain data (``shared/vectors``) and are safe to reuse outside a view.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from webhooks_app.exceptions import InvalidJSON, InvalidPayload
+
+#: Deeper JSON than this is refused (400): real webhook payloads nest about ten levels, and
+#: deep nesting is a denial-of-service shape (stdlib ``json`` raises ``RecursionError``).
+MAX_JSON_DEPTH = 64
+MAX_ID_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """What a scheme may look at: the exact bytes received and the request metadata."""
+
+    body: bytes
+    headers: Mapping[str, str]  # keys are lower-case
+    url: str = ""
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A verified, parsed delivery.
+
+    ``webhook_id`` is the sender's idempotency key (``None``: the server assigns one and nothing
+    is deduplicated). ``workflow_name`` is set only by schemes whose body names the workflow
+    (generic); provider schemes leave it to the source's ``ROUTES``.
+    """
+
+    webhook_id: str | None
+    event_type: str
+    payload: Any
+    workflow_name: str | None = None
+
+
+class Scheme(ABC):
+    """One sender's signing convention."""
+
+    #: Lower-case media types the body may be sent as.
+    media_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    #: Lower-case names of headers that carry signatures: never stored, never logged.
+    signature_headers: ClassVar[frozenset[str]] = frozenset()
+    #: Lower-case names of provider headers worth keeping with the event (ids, event types).
+    stored_headers: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def verify(
+        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
+    ) -> None:
+        """Raise ``MissingSignature`` or ``InvalidSignature`` unless a secret signed the body."""
+
+    @abstractmethod
+    def parse(self, request: InboundRequest) -> Delivery:
+        """Raise ``InvalidJSON`` or ``InvalidPayload``, or return the delivery."""
+
+    def sign(
+        self, body: bytes, secret: str, *, webhook_id: str | None = None, timestamp: int | None = None
+    ) -> dict[str, str]:
+        """Headers a sender would add to ``body`` (tests, ``send_test_webhook``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sign requests")
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def any_digest_matches(provided: bytes, expected: Iterable[bytes]) -> bool:
+    """Constant-time comparison against every candidate (all are compared, no early exit)."""
+    matched = False
+    for candidate in expected:
+        matched |= hmac.compare_digest(provided, candidate)
+    return matched
+
+
+def unhex(value: str) -> bytes | None:
+    """Strict hex decoding (no whitespace, no odd length, ASCII only); ``None`` if malformed."""
+    try:
+        return binascii.unhexlify(value)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # Parsers disagree on which duplicate wins; a signed body must mean one thing.
+        raise ValueError("duplicate key")
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("number out of range")
+    return number
+
+
+def _check_storable(value: Any) -> None:
+    """Depth limit, plus strings every database can store (no NUL, no lone surrogates).
+
+    Iterative, so hostile nesting cannot exhaust the interpreter's stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+            strings: Iterable[Any] = node.keys()
+        elif isinstance(node, list):
+            children, strings = node, ()
+        else:
+            if isinstance(node, str):
+                _check_string(node)
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidJSON(f"The JSON nests deeper than {MAX_JSON_DEPTH} levels.")
+        for key in strings:
+            _check_string(key)
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _check_string(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidJSON("The JSON contains a NUL character.")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJSON("The JSON contains an unpaired surrogate escape.") from None
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no duplicate keys, no NaN/Infinity, bounded depth."""
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except UnicodeDecodeError:
+        raise InvalidJSON("The body is not valid UTF-8.") from None
+    except RecursionError:
+        raise InvalidJSON(f"The JSON nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError as exc:  # JSONDecodeError, duplicate keys, constants, huge numbers
+        raise InvalidJSON(f"The body is not valid JSON: {exc}.") from None
+    _check_storable(value)
+    return value
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise InvalidPayload("The body must be a JSON object.")
+    return value
+
+
+def validate_webhook_id(value: object, *, where: str = "webhook_id") -> str:
+    """An idempotency key: 1–255 printable characters (no control characters)."""
+    if not isinstance(value, str):
+        raise InvalidPayload(f"{where} must be a string.")
+    if not 1 <= len(value) <= MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidPayload(f"{where} must be 1-{MAX_ID_LENGTH} printable characters.")
+    return value

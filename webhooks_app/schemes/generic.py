@@ -1,0 +1,71 @@
+"""The generic scheme: ``X-Webhook-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>``.
+
+The body names the workflow to run: ``{"workflow_name": ..., "inputs": {...}, "webhook_id": ...}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
+from webhooks_app.schemes.base import (
+    Delivery,
+    InboundRequest,
+    Scheme,
+    any_digest_matches,
+    hmac_sha256,
+    parse_json_object,
+    unhex,
+    validate_webhook_id,
+)
+
+SIGNATURE_HEADER = "x-webhook-signature"
+ID_HEADER = "x-webhook-id"
+_PREFIX = "sha256="
+
+
+class GenericScheme(Scheme):
+    signature_headers: ClassVar[frozenset[str]] = frozenset({SIGNATURE_HEADER})
+    stored_headers: ClassVar[frozenset[str]] = frozenset({ID_HEADER})
+
+    def verify(
+        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
+    ) -> None:
+        header = request.header(SIGNATURE_HEADER)
+        if header is None:
+            raise MissingSignature(f"Send the X-Webhook-Signature header: {_PREFIX}<hex HMAC-SHA256>.")
+        value = header.strip()
+        if value[: len(_PREFIX)].lower() == _PREFIX:
+            value = value[len(_PREFIX) :]
+        provided = unhex(value) if len(value) == 64 else None
+        # Every candidate is computed over the raw bytes and compared, even for a malformed
+        # header, so the time taken does not tell which check failed.
+        expected = [hmac_sha256(secret.encode(), request.body) for secret in secrets]
+        if not any_digest_matches(provided or b"", expected) or provided is None:
+            raise InvalidSignature()
+
+    def parse(self, request: InboundRequest) -> Delivery:
+        body = parse_json_object(request.body)
+        workflow_name = body.get("workflow_name")
+        if not isinstance(workflow_name, str) or not workflow_name:
+            raise InvalidPayload("workflow_name must be a non-empty string.")
+        inputs = body.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise InvalidPayload("inputs must be a JSON object.")
+        webhook_id = body.get("webhook_id")
+        if webhook_id is not None:
+            webhook_id = validate_webhook_id(webhook_id)
+        elif (header_id := request.header(ID_HEADER)) is not None:
+            webhook_id = validate_webhook_id(header_id, where="X-Webhook-ID")
+        return Delivery(
+            webhook_id=webhook_id, event_type=workflow_name, payload=inputs, workflow_name=workflow_name
+        )
+
+    def sign(
+        self, body: bytes, secret: str, *, webhook_id: str | None = None, timestamp: int | None = None
+    ) -> dict[str, str]:
+        headers = {"X-Webhook-Signature": _PREFIX + hmac_sha256(secret.encode(), body).hex()}
+        if webhook_id is not None:
+            headers["X-Webhook-ID"] = webhook_id
+        return headers

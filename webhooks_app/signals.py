@@ -1,0 +1,19 @@
+"""Lifecycle signals, one per step (not one per event type).
+
+- ``event_received(sender=WebhookEvent, event=...)``: sent in the web process right after a new
+  event committed (not for duplicates or refusals). Receivers run inside the request: keep them
+  quick; an exception propagates to the sender as an error *after* the event is stored.
+- ``event_succeeded(sender=WebhookEvent, event=..., result=...)``: sent in the qcluster worker
+  after the success was recorded.
+- ``event_failed(sender=WebhookEvent, event=..., error=..., will_retry=...)``: sent in the worker
+  after a failed attempt was recorded; ``will_retry`` is ``False`` when the event is now dead.
+
+Events may be processed more than once (retries, crash recovery), so receivers of the worker
+signals should be idempotent on ``event.webhook_id``.
+"""
+
+from django.dispatch import Signal
+
+event_received = Signal()
+event_succeeded = Signal()
+event_failed = Signal()

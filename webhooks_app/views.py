@@ -1,0 +1,91 @@
+"""Thin DRF views: adapt HTTP to :mod:`webhooks_app.ingest` and back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from webhooks_app import ingest, queue
+from webhooks_app.exceptions import MethodNotAllowed, WebhookError
+from webhooks_app.schemes import InboundRequest
+
+
+def error_response(error: WebhookError) -> JsonResponse:
+    response = JsonResponse({"error": error.error, "detail": error.detail}, status=error.status_code)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def _inbound(request: HttpRequest, body: bytes) -> InboundRequest:
+    return InboundRequest(
+        body=body,
+        headers={name.lower(): value for name, value in request.headers.items()},
+        url=request.build_absolute_uri(),
+        query=request.GET.dict(),
+    )
+
+
+class WebhookView(APIView):
+    """``/webhooks/<source>/``: every check and the storage live in ``ingest.receive``.
+
+    No authentication classes: the HMAC is the authentication, and DRF's
+    ``SessionAuthentication`` would otherwise demand a CSRF token. No metadata class: ``OPTIONS``
+    reveals nothing. The URL wraps the view in ``non_atomic_requests``: ``ATOMIC_REQUESTS``
+    would hold the event's transaction open until the response, so a 2xx could be sent for a
+    row that then fails to commit.
+    """
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    metadata_class = None
+
+    def post(self, request: Request, source: str) -> HttpResponse:
+        django_request = request._request
+        config, scheme = ingest.get_source(source)
+        ingest.check_content_length(config, django_request.META.get("CONTENT_LENGTH"))
+        # Read at most one byte past the limit straight from the stream: neither Django's
+        # DATA_UPLOAD_MAX_MEMORY_SIZE nor a lying Content-Length decides how much we buffer.
+        body = django_request.read(config.max_body_bytes + 1)
+        outcome = ingest.receive(config, scheme, _inbound(django_request, body))
+        return JsonResponse(outcome.body, status=outcome.status_code)
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        if isinstance(exc, WebhookError):
+            ingest.reject_log(self.kwargs.get("source", ""), exc)
+            return error_response(exc)
+        if isinstance(exc, drf_exceptions.MethodNotAllowed):
+            # Unknown source first (404), then the method (405), as for POST.
+            try:
+                ingest.get_source(self.kwargs.get("source", ""))
+            except WebhookError as source_error:
+                return error_response(source_error)
+            return error_response(MethodNotAllowed())
+        return super().handle_exception(exc)
+
+
+class HealthView(APIView):
+    """``GET /webhooks/health/``: 200 when the database answers, else 503."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    metadata_class = None
+
+    def get(self, request: Request) -> HttpResponse:
+        body: dict[str, Any] = {}
+        status = 200
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            body["database"] = "ok"
+        except DatabaseError:
+            body["database"] = "unavailable"
+            status = 503
+        body["queue"] = queue.queue_info()
+        return JsonResponse(body, status=status)
