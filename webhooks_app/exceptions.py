@@ -69,6 +69,12 @@ class InvalidSignature(WebhookError):
     default_detail = "The signature does not match the body."
 
 
+class HandshakeRefused(WebhookError):
+    status_code = 403
+    error = "forbidden"
+    default_detail = "The verification token does not match."
+
+
 class InvalidJSON(WebhookError):
     status_code = 400
     error = "invalid_json"

@@ -61,6 +61,14 @@ def get_source(name: str) -> tuple[SourceConfig, Scheme]:
         raise NotConfigured(f"Source {name!r} names an unknown scheme.") from None
 
 
+def handshake(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> str:
+    """A provider's ``GET`` subscription check (WhatsApp/Meta); 405 for schemes without one."""
+    if not source.verify_token:
+        scheme.handshake(request, "")  # 405 where there is no handshake at all
+        raise NotConfigured(f"Set WEBHOOKS['SOURCES'][{source.name!r}]['VERIFY_TOKEN'].")
+    return scheme.handshake(request, source.verify_token)
+
+
 def check_content_length(source: SourceConfig, content_length: str | None) -> None:
     """413 from the declared length alone, before a byte of the body is read."""
     try:
@@ -92,6 +100,8 @@ def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Ou
             request, source.secrets, now=time.time(), tolerance=source.timestamp_tolerance
         )
     delivery = scheme.parse(request)
+    if delivery.reply is not None:
+        return Outcome(200, dict(delivery.reply))
     workflow_name = delivery.workflow_name or source.route(delivery.event_type)
     if workflow_name is not None and not registry.is_registered(workflow_name):
         raise UnknownWorkflow(f"No workflow is registered as {printable(workflow_name)!r}.")

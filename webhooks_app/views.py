@@ -23,11 +23,13 @@ def error_response(error: WebhookError) -> JsonResponse:
     return response
 
 
-def _inbound(request: HttpRequest, body: bytes) -> InboundRequest:
+def _inbound(request: HttpRequest, body: bytes, public_url: str) -> InboundRequest:
     return InboundRequest(
         body=body,
         headers={name.lower(): value for name, value in request.headers.items()},
-        url=request.build_absolute_uri(),
+        # URL-signing schemes (Twilio) need the URL the sender saw: behind a proxy that is
+        # PUBLIC_URL, or the Host/X-Forwarded-Host Django trusts (USE_X_FORWARDED_HOST).
+        url=public_url or request.build_absolute_uri(),
         query=request.GET.dict(),
     )
 
@@ -53,8 +55,13 @@ class WebhookView(APIView):
         # Read at most one byte past the limit straight from the stream: neither Django's
         # DATA_UPLOAD_MAX_MEMORY_SIZE nor a lying Content-Length decides how much we buffer.
         body = django_request.read(config.max_body_bytes + 1)
-        outcome = ingest.receive(config, scheme, _inbound(django_request, body))
+        outcome = ingest.receive(config, scheme, _inbound(django_request, body, config.public_url))
         return JsonResponse(outcome.body, status=outcome.status_code)
+
+    def get(self, request: Request, source: str) -> HttpResponse:
+        config, scheme = ingest.get_source(source)
+        inbound = _inbound(request._request, b"", config.public_url)
+        return HttpResponse(ingest.handshake(config, scheme, inbound), content_type="text/plain")
 
     def handle_exception(self, exc: Exception) -> HttpResponse:
         if isinstance(exc, WebhookError):

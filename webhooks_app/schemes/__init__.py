@@ -1,11 +1,16 @@
-"""The scheme registry: scheme names (``SOURCES[...]["SCHEME"]``) to scheme classes.
+"""The scheme registry: scheme names (``SOURCES[...]["SCHEME"]``) to scheme instances.
 
-Built-in schemes are imported on first use. A project adds its own with
+Built-in schemes are the modules of this package (``generic.py``, ``github.py``…), each exposing
+its class as ``SCHEME``: a new provider is one file. A project adds its own with
 :func:`register_scheme` (for instance in its ``AppConfig.ready``) or with
 ``WEBHOOKS["SCHEMES"] = {"name": "dotted.path.Class"}``.
 """
 
 from __future__ import annotations
+
+import pkgutil
+from functools import cache
+from importlib import import_module
 
 from django.utils.module_loading import import_string
 
@@ -13,12 +18,16 @@ from webhooks_app.schemes.base import Delivery, InboundRequest, Scheme
 
 __all__ = ["Delivery", "InboundRequest", "Scheme", "get_scheme", "register_scheme", "scheme_names"]
 
-BUILTIN_SCHEMES: dict[str, str] = {
-    "generic": "webhooks_app.schemes.generic.GenericScheme",
-}
-
+_NOT_SCHEMES = {"base"}
 _registered: dict[str, Scheme] = {}
 _loaded: dict[str, Scheme] = {}
+
+
+@cache
+def builtin_scheme_names() -> frozenset[str]:
+    return frozenset(
+        module.name for module in pkgutil.iter_modules(__path__) if module.name not in _NOT_SCHEMES
+    )
 
 
 def register_scheme(name: str, scheme: type[Scheme] | Scheme) -> None:
@@ -30,7 +39,7 @@ def register_scheme(name: str, scheme: type[Scheme] | Scheme) -> None:
 def scheme_names() -> set[str]:
     from webhooks_app.conf import webhook_settings
 
-    return set(BUILTIN_SCHEMES) | set(webhook_settings.SCHEMES) | set(_registered)
+    return set(builtin_scheme_names()) | set(webhook_settings.SCHEMES) | set(_registered)
 
 
 def get_scheme(name: str) -> Scheme:
@@ -41,9 +50,10 @@ def get_scheme(name: str) -> Scheme:
 
     if name in _registered:
         scheme = _registered[name]
-    elif name in webhook_settings.SCHEMES or name in BUILTIN_SCHEMES:
-        path = webhook_settings.SCHEMES.get(name) or BUILTIN_SCHEMES[name]
-        scheme = import_string(path)()
+    elif name in webhook_settings.SCHEMES:
+        scheme = import_string(webhook_settings.SCHEMES[name])()
+    elif name in builtin_scheme_names():
+        scheme = import_module(f"{__name__}.{name}").SCHEME()
     else:
         raise KeyError(name)
     _loaded[name] = scheme

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import InvalidJSON, InvalidPayload
+from webhooks_app.exceptions import InvalidJSON, InvalidPayload, MethodNotAllowed
 
 #: Deeper JSON than this is refused (400): real webhook payloads nest about ten levels, and
 #: deep nesting is a denial-of-service shape (stdlib ``json`` raises ``RecursionError``).
@@ -52,6 +52,9 @@ class Delivery:
     event_type: str
     payload: Any
     workflow_name: str | None = None
+    #: Answer this body (200) instead of storing anything: protocol messages such as Slack's
+    #: ``url_verification``, which are verified but are not events.
+    reply: Mapping[str, Any] | None = None
 
 
 class Scheme(ABC):
@@ -73,6 +76,13 @@ class Scheme(ABC):
     @abstractmethod
     def parse(self, request: InboundRequest) -> Delivery:
         """Raise ``InvalidJSON`` or ``InvalidPayload``, or return the delivery."""
+
+    def handshake(self, request: InboundRequest, verify_token: str) -> str:
+        """Answer a ``GET`` (subscription check); the returned text is sent as ``text/plain``.
+
+        Raise ``HandshakeRefused`` for a wrong token. Most schemes have no handshake: 405.
+        """
+        raise MethodNotAllowed()
 
     def sign(
         self, body: bytes, secret: str, *, webhook_id: str | None = None, timestamp: int | None = None

@@ -69,3 +69,6 @@ class GenericScheme(Scheme):
         if webhook_id is not None:
             headers["X-Webhook-ID"] = webhook_id
         return headers
+
+
+SCHEME = GenericScheme
