@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import math
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,12 +157,12 @@ def _check_storable(value: Any) -> None:
 
 def _check_string(text: str) -> None:
     if "\x00" in text:
-        raise InvalidJSON("The JSON contains a NUL character.")
+        raise InvalidJSON("The body contains a NUL character.")
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidJSON("The JSON contains an unpaired surrogate escape.") from None
+            raise InvalidJSON("The body contains an unpaired surrogate.") from None
 
 
 def parse_json(body: bytes) -> Any:
@@ -198,3 +199,25 @@ def validate_webhook_id(value: object, *, where: str = "webhook_id") -> str:
     if not 1 <= len(value) <= MAX_ID_LENGTH or not value.isprintable():
         raise InvalidPayload(f"{where} must be 1-{MAX_ID_LENGTH} printable characters.")
     return value
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """Strict ``application/x-www-form-urlencoded`` (Twilio, Slack slash commands).
+
+    UTF-8 only; a repeated field is refused for the same reason as duplicate JSON keys.
+    """
+    try:
+        pairs = urllib.parse.parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise InvalidJSON("The body is not valid UTF-8.") from None
+    except ValueError as exc:
+        raise InvalidPayload(f"The form body is malformed: {exc}.") from None
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        raise InvalidPayload("The form body repeats a field.")
+    for key, value in form.items():
+        _check_string(key)
+        _check_string(value)
+    return form
