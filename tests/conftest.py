@@ -78,3 +78,23 @@ def post_webhook(client: Client) -> PostWebhook:
         return client.generic("POST", url, body, CONTENT_TYPE=content_type, **headers)
 
     return post
+
+
+@pytest.fixture
+def server(transactional_db: None) -> Iterator[Any]:
+    """A real gunicorn (2 workers) on the test database; stopped before the database is flushed."""
+    from tests.processes import Server
+
+    process = Server(workers=2)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def cluster(transactional_db: None) -> Iterator[Any]:
+    """A real ``qcluster`` on the test database and broker."""
+    from tests.processes import Cluster
+
+    process = Cluster()
+    yield process
+    process.stop()

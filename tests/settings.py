@@ -21,8 +21,9 @@ WEBHOOKS = {
 }
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # A file, not :memory:, so that gunicorn and qcluster subprocesses share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file, not :memory:, so that gunicorn and qcluster subprocesses share the test database;
+    # one per test run, so that runs side by side do not delete each other's.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 if os.environ.get("WEBHOOKS_TEST_SUBPROCESS_DB"):
     # Set by tests/processes.py: a server or cluster started by a test uses the test database.
     DATABASES["default"]["NAME"] = os.environ["WEBHOOKS_TEST_SUBPROCESS_DB"]
