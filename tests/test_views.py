@@ -307,3 +307,24 @@ def test_log_lines_escape_control_characters(post_webhook, caplog):
     assert caplog.records
     for record in caplog.records:
         assert "\n" not in record.getMessage()
+
+
+def test_health_reports_database_and_queue(client):
+    response = client.get("/webhooks/health/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["database"] == "ok"
+    assert body["queue"]["broker"] in {"orm", "redis"}
+    assert isinstance(body["queue"]["queued"], int)
+
+
+def test_health_is_503_when_the_database_fails(client, monkeypatch):
+    from django.db import OperationalError, connection
+
+    def down(*args, **kwargs):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(connection, "cursor", down)
+    response = client.get("/webhooks/health/")
+    assert response.status_code == 503
+    assert response.json()["database"] == "unavailable"

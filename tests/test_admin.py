@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+
+from webhooks_app.models import EventStatus, WebhookEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dead_event():
+    return WebhookEvent.objects.create(
+        source="generic", webhook_id="dead-1", workflow_name="record", status=EventStatus.DEAD,
+        attempts=3, payload={"x": "<script>alert(1)</script>"}, headers={"user-agent": "t"},
+        error="Traceback ...\nValueError: boom",
+    )  # fmt: skip
+
+
+def test_changelist_and_detail_render_escaped(admin_client, dead_event):
+    assert admin_client.get(reverse("admin:webhooks_app_webhookevent_changelist")).status_code == 200
+    response = admin_client.get(reverse("admin:webhooks_app_webhookevent_change", args=[dead_event.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>alert(1)" not in html
+
+
+def test_replay_action_is_wired_and_requeues(admin_client, dead_event):
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    response = admin_client.post(url, {"action": "replay", "_selected_action": [dead_event.pk]})
+    assert response.status_code == 302
+    dead_event.refresh_from_db()
+    assert dead_event.status == EventStatus.PENDING
+
+
+def test_staff_without_change_permission_cannot_replay(client, dead_event):
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_webhookevent"))
+    client.force_login(user)
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    assert client.get(url).status_code == 200
+    client.post(url, {"action": "replay", "_selected_action": [dead_event.pk]})
+    dead_event.refresh_from_db()
+    assert dead_event.status == EventStatus.DEAD

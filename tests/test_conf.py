@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from webhooks_app.conf import env_secret_name, webhook_settings
+
+
+def test_defaults_apply_for_missing_keys():
+    with override_settings(WEBHOOKS={}):
+        assert webhook_settings.MAX_BODY_BYTES == 1024 * 1024
+        assert webhook_settings.MAX_ATTEMPTS == 5
+        assert webhook_settings.RETENTION_DAYS == 30
+        assert webhook_settings.REQUIRE_SIGNATURE is True
+        assert list(webhook_settings.sources) == ["generic"]
+        assert webhook_settings.source("generic").scheme == "generic"
+
+
+def test_override_settings_is_seen_and_undone():
+    with override_settings(WEBHOOKS={"MAX_ATTEMPTS": 9}):
+        assert webhook_settings.MAX_ATTEMPTS == 9
+    assert webhook_settings.MAX_ATTEMPTS == settings.WEBHOOKS["MAX_ATTEMPTS"]
+
+
+def test_unknown_setting_is_an_attribute_error():
+    with pytest.raises(AttributeError):
+        webhook_settings.NOPE  # noqa: B018
+
+
+def test_secret_precedence_settings_then_source_env_then_default_env(monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SECRET_DEFAULT", "from-default")
+    with override_settings(WEBHOOKS={"SOURCES": {"a": {"SECRETS": ["configured"]}, "b": {}, "c": {}}}):
+        monkeypatch.setenv("WEBHOOK_SECRET_B", "from-b")
+        webhook_settings.reload()
+        assert webhook_settings.source("a").secrets == ("configured",)
+        assert webhook_settings.source("b").secrets == ("from-b",)
+        assert webhook_settings.source("c").secrets == ("from-default",)
+        assert webhook_settings.source("b").secret_origin == "WEBHOOK_SECRET_B"
+
+
+def test_empty_secrets_are_not_secrets(monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SECRET_GENERIC", "")
+    with override_settings(WEBHOOKS={"SOURCES": {"generic": {"SECRETS": ["", None]}}}):
+        assert webhook_settings.source("generic").secrets == ()
+
+
+def test_env_name_is_upper_case_with_underscores():
+    assert env_secret_name("my-shop.eu") == "WEBHOOK_SECRET_MY_SHOP_EU"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("0", False), ("no", False), ("true", True), ("", True)])
+def test_signature_switch_from_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("WEBHOOK_SIGNATURE_REQUIRED", value)
+    with override_settings(WEBHOOKS={}):
+        assert webhook_settings.REQUIRE_SIGNATURE is expected
+
+
+def test_explicit_setting_beats_environment(monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SIGNATURE_REQUIRED", "false")
+    with override_settings(WEBHOOKS={"REQUIRE_SIGNATURE": True}):
+        assert webhook_settings.REQUIRE_SIGNATURE is True
+
+
+def test_a_source_set_to_none_is_disabled():
+    with override_settings(WEBHOOKS={"SOURCES": {"generic": None}}):
+        assert webhook_settings.source("generic") is None
+
+
+def test_per_source_overrides_and_routes():
+    with override_settings(
+        WEBHOOKS={
+            "SOURCES": {
+                "github": {
+                    "SCHEME": "github", "SECRETS": "one", "MAX_BODY_BYTES": 25_000_000,
+                    "TIMESTAMP_TOLERANCE": 60, "ROUTES": {"push": "deploy", "*": "log"},
+                }
+            }
+        }
+    ):  # fmt: skip
+        github = webhook_settings.source("github")
+        assert github.secrets == ("one",)
+        assert github.max_body_bytes == 25_000_000
+        assert github.timestamp_tolerance == 60
+        assert github.route("push") == "deploy"
+        assert github.route("issues") == "log"
+        assert "one" not in repr(github)  # secrets never appear in reprs (logs, debug pages)
+
+
+def test_secrets_setting_is_hidden_on_error_pages():
+    from django.views.debug import SafeExceptionReporterFilter
+
+    cleansed = SafeExceptionReporterFilter().get_safe_settings()["WEBHOOKS"]
+    assert settings.SECRET_A not in str(cleansed)
