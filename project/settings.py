@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -68,9 +69,7 @@ TEMPLATES = [
 
 if os.environ.get("DATABASE_URL"):
     # Persistent connections: reconnecting per request costs PostgreSQL ingest about 4x.
-    DATABASES = {
-        "default": dj_database_url.config(conn_max_age=600, conn_health_checks=True)
-    }
+    DATABASES = {"default": dj_database_url.config(conn_max_age=600, conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Fail fast (503) when the server is gone instead of hanging the sender.
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
@@ -78,7 +77,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
             "OPTIONS": {
                 # IMMEDIATE: writers queue on the busy timeout instead of failing with
                 # "database is locked" when a read transaction tries to become a write one.
@@ -113,7 +112,7 @@ if os.environ.get("REDIS_URL"):
 else:
     Q_CLUSTER["orm"] = "default"
 
-WEBHOOKS = {
+WEBHOOKS: dict[str, Any] = {
     # Secrets come from the environment: WEBHOOK_SECRET_GENERIC or WEBHOOK_SECRET_DEFAULT.
     "SOURCES": {"generic": {"SCHEME": "generic"}},
 }

@@ -7,6 +7,7 @@ environment as well (see tests/settings.py).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -62,8 +63,13 @@ class Process:
         self.log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.log = self.log_path.open("wb")
         # A new session: stop() signals the whole process group (workers included).
-        self.popen = subprocess.Popen(  # noqa: S603 - fixed argv
-            args, env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        self.popen = subprocess.Popen(
+            args,
+            env=env,
+            cwd=REPO,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def output(self) -> str:
@@ -78,10 +84,8 @@ class Process:
         """
         if self.popen.poll() is None:
             self.popen.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
         self.log.close()
 

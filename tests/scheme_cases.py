@@ -103,7 +103,9 @@ class SchemeContract:
             "POST", url, request.body, CONTENT_TYPE=request.content_type, **meta, **request.extra
         )
 
-    def good(self, webhook_id: str = "delivery-1", event_type: str | None = None, **kw: Any) -> SignedRequest:
+    def good(
+        self, webhook_id: str = "delivery-1", event_type: str | None = None, **kw: Any
+    ) -> SignedRequest:
         return self.build(
             webhook_id=webhook_id,
             event_type=event_type or self.routed_event,
@@ -115,7 +117,9 @@ class SchemeContract:
         return [name for name in request.headers if name.lower() in self.scheme.signature_headers]
 
     def run_pending(self) -> None:
-        for pk in WebhookEvent.objects.filter(status=EventStatus.PENDING).values_list("pk", flat=True):
+        for pk in WebhookEvent.objects.filter(status=EventStatus.PENDING).values_list(
+            "pk", flat=True
+        ):
             tasks.process_event(pk)
 
     def assert_refused(self, response: Any, status: int, codes: tuple[str, ...]) -> None:
@@ -128,7 +132,11 @@ class SchemeContract:
         response = self.send(self.good())
         assert response.status_code == 202, response.content
         event = WebhookEvent.objects.get()
-        assert (event.source, event.workflow_name, event.status) == (self.source, "record", "pending")
+        assert (event.source, event.workflow_name, event.status) == (
+            self.source,
+            "record",
+            "pending",
+        )
         assert "delivery-1" in event.webhook_id
         for name in self.scheme.signature_headers:
             assert name not in event.headers

@@ -19,8 +19,12 @@ def dead_event():
 
 
 def test_changelist_and_detail_render_escaped(admin_client, dead_event):
-    assert admin_client.get(reverse("admin:webhooks_app_webhookevent_changelist")).status_code == 200
-    response = admin_client.get(reverse("admin:webhooks_app_webhookevent_change", args=[dead_event.pk]))
+    assert (
+        admin_client.get(reverse("admin:webhooks_app_webhookevent_changelist")).status_code == 200
+    )
+    response = admin_client.get(
+        reverse("admin:webhooks_app_webhookevent_change", args=[dead_event.pk])
+    )
     assert response.status_code == 200
     html = response.content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

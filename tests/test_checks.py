@@ -29,7 +29,9 @@ def test_the_test_configuration_is_clean():
 
 
 def test_unknown_scheme():
-    with override_settings(WEBHOOKS={"SOURCES": {"generic": None, "x": {"SCHEME": "nope", "SECRETS": ["s" * 30]}}}):
+    with override_settings(
+        WEBHOOKS={"SOURCES": {"generic": None, "x": {"SCHEME": "nope", "SECRETS": ["s" * 30]}}}
+    ):
         found = run_checks()
     assert len(found) == 1
     assert found[0].id == "webhooks_app.E001"
@@ -68,7 +70,9 @@ def test_short_secret_warns():
 
 
 def test_unimportable_workflow_path():
-    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "WORKFLOWS": {"w": "no.such.module.func"}}):
+    with override_settings(
+        WEBHOOKS={**settings.WEBHOOKS, "WORKFLOWS": {"w": "no.such.module.func"}}
+    ):
         found = run_checks()
     assert [m.id for m in found] == ["webhooks_app.E005"]
 
@@ -92,13 +96,23 @@ def test_manage_py_check_reports_a_missing_secret_and_fails():
     env = subprocess_env(DJANGO_SETTINGS_MODULE="project.settings")
     for name in [n for n in env if n.startswith("WEBHOOK_SECRET_")]:
         del env[name]
-    result = subprocess.run(  # noqa: S603
-        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "webhooks_app.E003" in result.stderr
     env["WEBHOOK_SECRET_GENERIC"] = "a-long-enough-secret-for-the-demo-1234"
-    result = subprocess.run(  # noqa: S603
-        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,17 @@ from webhooks_app.models import WebhookEvent
 def test_send_test_webhook_signs_and_is_accepted_by_a_real_server(server):
     out = StringIO()
     url = f"http://127.0.0.1:{server.port}/webhooks/generic/"
-    call_command("send_test_webhook", "record", "--inputs", '{"user_id": 42}', "--id", "cmd-1", "--url", url, stdout=out)
+    call_command(
+        "send_test_webhook",
+        "record",
+        "--inputs",
+        '{"user_id": 42}',
+        "--id",
+        "cmd-1",
+        "--url",
+        url,
+        stdout=out,
+    )
     assert "-> 202" in out.getvalue()
     event = WebhookEvent.objects.get(webhook_id="cmd-1")
     assert event.payload == {"user_id": 42}
@@ -31,9 +41,11 @@ def test_send_test_webhook_fails_loudly_on_refusal(server):
 
 
 def test_send_test_webhook_needs_a_secret():
-    with override_settings(WEBHOOKS={"SOURCES": {"generic": {}}}):
-        with pytest.raises(CommandError, match="no secret"):
-            call_command("send_test_webhook", "record", stdout=StringIO())
+    with (
+        override_settings(WEBHOOKS={"SOURCES": {"generic": {}}}),
+        pytest.raises(CommandError, match="no secret"),
+    ):
+        call_command("send_test_webhook", "record", stdout=StringIO())
 
 
 def test_send_test_webhook_rejects_bad_inputs():
@@ -43,4 +55,6 @@ def test_send_test_webhook_rejects_bad_inputs():
 
 def test_send_test_webhook_reports_an_unreachable_server():
     with pytest.raises(CommandError, match="Could not reach"):
-        call_command("send_test_webhook", "record", "--url", "http://127.0.0.1:9/x/", stdout=StringIO())
+        call_command(
+            "send_test_webhook", "record", "--url", "http://127.0.0.1:9/x/", stdout=StringIO()
+        )

@@ -20,7 +20,7 @@ def test_defaults_apply_for_missing_keys():
 def test_override_settings_is_seen_and_undone():
     with override_settings(WEBHOOKS={"MAX_ATTEMPTS": 9}):
         assert webhook_settings.MAX_ATTEMPTS == 9
-    assert webhook_settings.MAX_ATTEMPTS == settings.WEBHOOKS["MAX_ATTEMPTS"]
+    assert settings.WEBHOOKS["MAX_ATTEMPTS"] == webhook_settings.MAX_ATTEMPTS
 
 
 def test_unknown_setting_is_an_attribute_error():
@@ -30,7 +30,9 @@ def test_unknown_setting_is_an_attribute_error():
 
 def test_secret_precedence_settings_then_source_env_then_default_env(monkeypatch):
     monkeypatch.setenv("WEBHOOK_SECRET_DEFAULT", "from-default")
-    with override_settings(WEBHOOKS={"SOURCES": {"a": {"SECRETS": ["configured"]}, "b": {}, "c": {}}}):
+    with override_settings(
+        WEBHOOKS={"SOURCES": {"a": {"SECRETS": ["configured"]}, "b": {}, "c": {}}}
+    ):
         monkeypatch.setenv("WEBHOOK_SECRET_B", "from-b")
         webhook_settings.reload()
         assert webhook_settings.source("a").secrets == ("configured",)
@@ -49,7 +51,10 @@ def test_env_name_is_upper_case_with_underscores():
     assert env_secret_name("my-shop.eu") == "WEBHOOK_SECRET_MY_SHOP_EU"
 
 
-@pytest.mark.parametrize(("value", "expected"), [("false", False), ("0", False), ("no", False), ("true", True), ("", True)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("false", False), ("0", False), ("no", False), ("true", True), ("", True)],
+)
 def test_signature_switch_from_environment(monkeypatch, value, expected):
     monkeypatch.setenv("WEBHOOK_SIGNATURE_REQUIRED", value)
     with override_settings(WEBHOOKS={}):

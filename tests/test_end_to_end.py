@@ -26,7 +26,9 @@ def post_signed(server, body: bytes):
 
 
 def event_status(webhook_id: str) -> str | None:
-    return WebhookEvent.objects.filter(webhook_id=webhook_id).values_list("status", flat=True).first()
+    return (
+        WebhookEvent.objects.filter(webhook_id=webhook_id).values_list("status", flat=True).first()
+    )
 
 
 def test_forty_concurrent_duplicates_store_and_run_once(server, cluster):

@@ -15,7 +15,9 @@ def clean_registry(monkeypatch):
 
 def test_autodiscovered_workflows_are_registered():
     # tests/testapp/workflows.py and project/workflows.py are imported by AppConfig.ready.
-    assert {"record", "fail", "sleep", "log_event", "send_welcome_email"} <= set(registry.workflow_names())
+    assert {"record", "fail", "sleep", "log_event", "send_welcome_email"} <= set(
+        registry.workflow_names()
+    )
     assert registry.get_workflow("record").__module__ == "tests.testapp.workflows"
 
 
@@ -47,9 +49,11 @@ def test_workflows_from_settings(clean_registry):
 
 
 def test_a_name_in_both_places_fails_at_start_up(clean_registry):
-    with override_settings(WEBHOOKS={"WORKFLOWS": {"record": "tests.testapp.workflows.record"}}):
-        with pytest.raises(ImproperlyConfigured, match="both with @workflow and in"):
-            registry.autodiscover()
+    with (
+        override_settings(WEBHOOKS={"WORKFLOWS": {"record": "tests.testapp.workflows.record"}}),
+        pytest.raises(ImproperlyConfigured, match="both with @workflow and in"),
+    ):
+        registry.autodiscover()
 
 
 def test_empty_name_is_refused():

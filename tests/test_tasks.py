@@ -43,7 +43,9 @@ def test_success_records_result_timings_and_history():
     assert received and received[0]["event"].pk == event.pk
 
 
-@pytest.mark.parametrize("status", [EventStatus.RUNNING, EventStatus.SUCCEEDED, EventStatus.DEAD, EventStatus.IGNORED])
+@pytest.mark.parametrize(
+    "status", [EventStatus.RUNNING, EventStatus.SUCCEEDED, EventStatus.DEAD, EventStatus.IGNORED]
+)
 def test_a_redelivered_task_does_not_run_a_claimed_or_finished_event(status):
     event = make_event(status=status)
     assert tasks.process_event(event.pk).startswith("skipped")
@@ -51,7 +53,9 @@ def test_a_redelivered_task_does_not_run_a_claimed_or_finished_event(status):
 
 
 def test_a_failed_event_waits_for_its_retry_time():
-    event = make_event(status=EventStatus.FAILED, next_attempt_at=timezone.now() + timedelta(minutes=5))
+    event = make_event(
+        status=EventStatus.FAILED, next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
     assert tasks.process_event(event.pk).startswith("skipped")
     WebhookEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
     assert tasks.process_event(event.pk) == "succeeded"

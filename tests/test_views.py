@@ -80,12 +80,16 @@ def test_non_json_content_type_is_415(post_webhook, content_type):
 
 
 def test_json_content_type_with_charset_is_accepted(post_webhook):
-    assert post_webhook(envelope(), content_type="application/json; charset=utf-8").status_code == 202
+    assert (
+        post_webhook(envelope(), content_type="application/json; charset=utf-8").status_code == 202
+    )
 
 
 @pytest.mark.parametrize("secrets", [[], [""], None])
 def test_no_usable_secret_is_503_for_every_request(post_webhook, secrets):
-    generic = {"SCHEME": "generic"} if secrets is None else {"SCHEME": "generic", "SECRETS": secrets}
+    generic = (
+        {"SCHEME": "generic"} if secrets is None else {"SCHEME": "generic", "SECRETS": secrets}
+    )
     with override_settings(WEBHOOKS={"SOURCES": {"generic": generic}}):
         body = envelope()
         for signature in (None, sign(body), sign(body, secret=""), "sha256=00"):
@@ -142,7 +146,9 @@ def test_both_rotated_secrets_verify(post_webhook):
 
 def test_a_secret_outside_the_list_is_401(post_webhook):
     body = envelope()
-    assert_error(post_webhook(body, signature=sign(body, "not-configured-secret")), 401, "invalid_signature")
+    assert_error(
+        post_webhook(body, signature=sign(body, "not-configured-secret")), 401, "invalid_signature"
+    )
 
 
 @pytest.mark.parametrize(
@@ -224,7 +230,11 @@ def test_duplicate_is_200_with_the_stored_status(post_webhook):
     assert post_webhook(envelope("record", "evt-7")).status_code == 202
     response = post_webhook(envelope("record", "evt-7", other="body"))
     assert response.status_code == 200
-    assert response.json() == {"status": "duplicate", "webhook_id": "evt-7", "event_status": "pending"}
+    assert response.json() == {
+        "status": "duplicate",
+        "webhook_id": "evt-7",
+        "event_status": "pending",
+    }
     assert WebhookEvent.objects.count() == 1
     assert WebhookEvent.objects.get().payload == {}  # the first delivery's payload is kept
 
@@ -250,12 +260,18 @@ def test_no_csrf_token_needed(post_webhook, settings):
     csrf_client = Client(enforce_csrf_checks=True)
     body = envelope()
     response = csrf_client.generic(
-        "POST", GENERIC_URL, body, content_type="application/json", HTTP_X_WEBHOOK_SIGNATURE=sign(body)
+        "POST",
+        GENERIC_URL,
+        body,
+        content_type="application/json",
+        HTTP_X_WEBHOOK_SIGNATURE=sign(body),
     )
     assert response.status_code == 202
 
 
-@override_settings(WEBHOOKS={"SOURCES": {"generic": {"SCHEME": "generic"}}, "REQUIRE_SIGNATURE": False})
+@override_settings(
+    WEBHOOKS={"SOURCES": {"generic": {"SCHEME": "generic"}}, "REQUIRE_SIGNATURE": False}
+)
 def test_signatures_switched_off_accept_unsigned(post_webhook):
     assert post_webhook(envelope(), signature=None).status_code == 202
 
@@ -276,7 +292,9 @@ def test_stored_headers_are_allow_listed_without_signatures(post_webhook):
     )
     headers = WebhookEvent.objects.get().headers
     assert headers["user-agent"] == "sender/1.0"
-    assert not {"x-webhook-signature", "authorization", "cookie", "x-github-encoded-secret"} & set(headers)
+    assert not {"x-webhook-signature", "authorization", "cookie", "x-github-encoded-secret"} & set(
+        headers
+    )
 
 
 def test_no_secret_or_signature_in_responses_logs_or_stored_rows(post_webhook, caplog):

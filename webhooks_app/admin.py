@@ -15,7 +15,16 @@ from webhooks_app.models import WebhookEvent
 
 
 def _pretty(value: Any) -> str:
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+    return format_html(
+        "<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    )
+
+
+DETAIL_FIELDS: tuple[str, ...] = (
+    "source", "webhook_id", "event_type", "workflow_name", "status", "attempts",
+    "received_at", "started_at", "finished_at", "next_attempt_at",
+    "pretty_payload", "pretty_headers", "pretty_result", "error", "pretty_history",
+)  # fmt: skip
 
 
 @admin.register(WebhookEvent)
@@ -26,12 +35,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
     date_hierarchy = "received_at"
     show_full_result_count = False
     actions = ["replay"]
-    fields = [
-        "source", "webhook_id", "event_type", "workflow_name", "status", "attempts",
-        "received_at", "started_at", "finished_at", "next_attempt_at",
-        "pretty_payload", "pretty_headers", "pretty_result", "error", "pretty_history",
-    ]  # fmt: skip
-    readonly_fields = fields
+    fields = DETAIL_FIELDS
+    readonly_fields = DETAIL_FIELDS
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

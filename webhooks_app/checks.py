@@ -41,7 +41,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "E004": (
         "Q_CLUSTER['retry'] ({retry}s) is not longer than Q_CLUSTER['timeout'] ({timeout}s): "
         "django-q2 would deliver a still-running task again and the workflow would run twice.",
-        "Set retry > timeout × (queue_limit / workers + 2), e.g. timeout=60, retry=240.",
+        "Set retry > timeout * (queue_limit / workers + 2), e.g. timeout=60, retry=240.",
     ),
     "E005": (
         "WEBHOOKS['WORKFLOWS'][{workflow!r}] = {path!r} cannot be imported: {error}.",
@@ -65,7 +65,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "W004": (
         "A secret of webhook source {source!r} is shorter than {min_bytes} bytes.",
         "Use a random secret of at least 24 bytes, e.g. python -c "
-        "\"import secrets; print(secrets.token_urlsafe(32))\".",
+        '"import secrets; print(secrets.token_urlsafe(32))".',
     ),
 }
 
@@ -83,11 +83,18 @@ def check_sources(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     for source in webhook_settings.sources.values():
         if source.scheme not in known_schemes:
             found.append(
-                message("E001", source=source.name, scheme=source.scheme, known=", ".join(sorted(known_schemes)))
+                message(
+                    "E001",
+                    source=source.name,
+                    scheme=source.scheme,
+                    known=", ".join(sorted(known_schemes)),
+                )
             )
         for event, workflow_name in source.routes.items():
             if not registry.is_registered(workflow_name):
-                found.append(message("E002", source=source.name, event=event, workflow=workflow_name))
+                found.append(
+                    message("E002", source=source.name, event=event, workflow=workflow_name)
+                )
         if webhook_settings.REQUIRE_SIGNATURE and not source.secrets:
             found.append(message("E003", source=source.name, env=env_secret_name(source.name)))
         if any(len(secret.encode()) < MIN_SECRET_BYTES for secret in source.secrets):

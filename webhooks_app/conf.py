@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
 
 DEFAULT_SOURCE = "generic"
 ENV_SIGNATURE_REQUIRED = "WEBHOOK_SIGNATURE_REQUIRED"
-ENV_SECRET_DEFAULT = "WEBHOOK_SECRET_DEFAULT"
+ENV_SECRET_DEFAULT = "WEBHOOK_SECRET_DEFAULT"  # noqa: S105 - a variable name, not a secret
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
 

@@ -54,7 +54,9 @@ class NotConfigured(WebhookError):
 
     status_code = 503
     error = "not_configured"
-    default_detail = "This webhook source has no secret configured; the receiver refuses all deliveries."
+    default_detail = (
+        "This webhook source has no secret configured; the receiver refuses all deliveries."
+    )
 
 
 class MissingSignature(WebhookError):

@@ -7,7 +7,9 @@ never leaves a row or a task behind, and a 2xx is only returned once the row has
 
 from __future__ import annotations
 
+import functools
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Mapping
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
 from webhooks_app import queue, registry, signals
@@ -157,7 +159,10 @@ def duplicate(event: WebhookEvent) -> Outcome:
     if existing is None:  # deleted between the insert attempt and now: let the sender retry
         raise Unavailable()
     grace = timedelta(seconds=webhook_settings.RECOVERY_GRACE)
-    if existing["status"] == EventStatus.PENDING and existing["received_at"] < timezone.now() - grace:
+    if (
+        existing["status"] == EventStatus.PENDING
+        and existing["received_at"] < timezone.now() - grace
+    ):
         with transaction.atomic():
             queue.enqueue_in_transaction(existing["pk"])
     return Outcome(
@@ -174,29 +179,16 @@ def insert_unless_duplicate(event: WebhookEvent) -> bool:
     databases fall back to a savepoint around a plain insert.
     """
     connection = connections[DEFAULT_DB_ALIAS]
-    if not _supports_on_conflict(connection):
-        from django.db import IntegrityError
-
+    if not _supports_on_conflict(connection.vendor):
         try:
             with transaction.atomic():
                 event.save(force_insert=True)
         except IntegrityError:
             return False
         return True
-    opts = WebhookEvent._meta
-    fields = [f for f in opts.concrete_fields if not f.primary_key]
-    quote = connection.ops.quote_name
-    sql = "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({source}, {webhook_id}) DO NOTHING RETURNING {pk}".format(
-        table=quote(opts.db_table),
-        columns=", ".join(quote(f.column) for f in fields),
-        values=", ".join(["%s"] * len(fields)),
-        source=quote("source"),
-        webhook_id=quote("webhook_id"),
-        pk=quote(opts.pk.column),
-    )
-    params = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in fields]
+    params = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in _INSERT_FIELDS]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_insert_sql(connection.vendor), params)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -206,14 +198,24 @@ def insert_unless_duplicate(event: WebhookEvent) -> bool:
     return True
 
 
-def _supports_on_conflict(connection: Any) -> bool:
-    if connection.vendor == "postgresql":
-        return True
-    if connection.vendor == "sqlite":
-        import sqlite3
+_INSERT_FIELDS = [f for f in WebhookEvent._meta.concrete_fields if not f.primary_key]
 
-        return sqlite3.sqlite_version_info >= (3, 35)
-    return False
+
+@functools.cache
+def _insert_sql(vendor: str) -> str:
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    opts = WebhookEvent._meta
+    # Only quoted identifiers are interpolated; every value is a bound parameter.
+    return (
+        f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(str(f.column)) for f in _INSERT_FIELDS)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))}) "
+        f"ON CONFLICT ({quote('source')}, {quote('webhook_id')}) DO NOTHING "
+        f"RETURNING {quote(str(opts.pk.column))}"
+    )
+
+
+def _supports_on_conflict(vendor: str) -> bool:
+    return vendor == "postgresql" or (vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35))
 
 
 def stored_headers(headers: Mapping[str, str], scheme: Scheme) -> dict[str, str]:

@@ -30,8 +30,12 @@ class WebhookEvent(models.Model):
     event_type = models.CharField(max_length=255, blank=True)
     workflow_name = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(default=dict, blank=True)
-    headers = models.JSONField(default=dict, blank=True, help_text="Allow-listed; signatures removed.")
-    status = models.CharField(max_length=16, choices=EventStatus.choices, default=EventStatus.PENDING)
+    headers = models.JSONField(
+        default=dict, blank=True, help_text="Allow-listed; signatures removed."
+    )
+    status = models.CharField(
+        max_length=16, choices=EventStatus.choices, default=EventStatus.PENDING
+    )
     attempts = models.PositiveIntegerField(default=0)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -45,7 +49,9 @@ class WebhookEvent(models.Model):
         verbose_name = "webhook event"
         ordering = ["-received_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["source", "webhook_id"], name="webhooks_app_unique_delivery")
+            models.UniqueConstraint(
+                fields=["source", "webhook_id"], name="webhooks_app_unique_delivery"
+            )
         ]
         indexes = [
             # The changelist's default order and date_hierarchy.

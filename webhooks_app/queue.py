@@ -44,7 +44,7 @@ def broker() -> Broker:
 
 def uses_orm_broker(using: str = DEFAULT_DB_ALIAS) -> bool:
     """True when queue rows live in the ``using`` database, so they can share its transaction."""
-    return Conf.ORM == using
+    return using == Conf.ORM
 
 
 def enqueue(event_id: int) -> None:

@@ -34,8 +34,12 @@ def process_event(event_id: int) -> str:
     now = timezone.now()
     claimed = (
         WebhookEvent.objects.filter(pk=event_id)
-        .filter(Q(status=EventStatus.PENDING) | Q(status=EventStatus.FAILED, next_attempt_at__lte=now))
-        .update(status=EventStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1)
+        .filter(
+            Q(status=EventStatus.PENDING) | Q(status=EventStatus.FAILED, next_attempt_at__lte=now)
+        )
+        .update(
+            status=EventStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1
+        )
     )
     if not claimed:
         return "skipped: not due (already running, finished or waiting for a retry)"
@@ -56,7 +60,9 @@ def process_event(event_id: int) -> str:
     return "succeeded"
 
 
-def _attempt_entry(event: WebhookEvent, finished: datetime, outcome: str, **extra: Any) -> dict[str, Any]:
+def _attempt_entry(
+    event: WebhookEvent, finished: datetime, outcome: str, **extra: Any
+) -> dict[str, Any]:
     assert event.started_at is not None
     return {
         "attempt": event.attempts,
@@ -73,9 +79,9 @@ def _finish(event: WebhookEvent, **fields: Any) -> bool:
     for name, value in fields.items():
         setattr(event, name, value)
     return bool(
-        WebhookEvent.objects.filter(pk=event.pk, status=EventStatus.RUNNING, attempts=event.attempts).update(
-            **fields
-        )
+        WebhookEvent.objects.filter(
+            pk=event.pk, status=EventStatus.RUNNING, attempts=event.attempts
+        ).update(**fields)
     )
 
 

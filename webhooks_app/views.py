@@ -17,7 +17,9 @@ from webhooks_app.schemes import InboundRequest
 
 
 def error_response(error: WebhookError) -> JsonResponse:
-    response = JsonResponse({"error": error.error, "detail": error.detail}, status=error.status_code)
+    response = JsonResponse(
+        {"error": error.error, "detail": error.detail}, status=error.status_code
+    )
     for name, value in error.headers.items():
         response[name] = value
     return response
@@ -63,7 +65,8 @@ class WebhookView(APIView):
         inbound = _inbound(request._request, b"", config.public_url)
         return HttpResponse(ingest.handshake(config, scheme, inbound), content_type="text/plain")
 
-    def handle_exception(self, exc: Exception) -> HttpResponse:
+    # DRF passes any HttpResponse through finalize_response; a JsonResponse skips its renderers.
+    def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
         if isinstance(exc, WebhookError):
             ingest.reject_log(self.kwargs.get("source", ""), exc)
             return error_response(exc)

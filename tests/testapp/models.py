@@ -8,3 +8,6 @@ class Execution(models.Model):
     workflow = models.CharField(max_length=100)
     pid = models.IntegerField()
     at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.workflow}:{self.webhook_id}@{self.pid}"

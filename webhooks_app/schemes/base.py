@@ -86,7 +86,12 @@ class Scheme(ABC):
         raise MethodNotAllowed()
 
     def sign(
-        self, body: bytes, secret: str, *, webhook_id: str | None = None, timestamp: int | None = None
+        self,
+        body: bytes,
+        secret: str,
+        *,
+        webhook_id: str | None = None,
+        timestamp: int | None = None,
     ) -> dict[str, str]:
         """Headers a sender would add to ``body`` (tests, ``send_test_webhook``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot sign requests")
@@ -193,7 +198,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 def validate_webhook_id(value: object, *, where: str = "webhook_id") -> str:
-    """An idempotency key: 1–255 printable characters (no control characters)."""
+    """An idempotency key: 1-255 printable characters (no control characters)."""
     if not isinstance(value, str):
         raise InvalidPayload(f"{where} must be a string.")
     if not 1 <= len(value) <= MAX_ID_LENGTH or not value.isprintable():

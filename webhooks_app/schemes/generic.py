@@ -34,7 +34,9 @@ class GenericScheme(Scheme):
     ) -> None:
         header = request.header(SIGNATURE_HEADER)
         if header is None:
-            raise MissingSignature(f"Send the X-Webhook-Signature header: {_PREFIX}<hex HMAC-SHA256>.")
+            raise MissingSignature(
+                f"Send the X-Webhook-Signature header: {_PREFIX}<hex HMAC-SHA256>."
+            )
         value = header.strip()
         if value[: len(_PREFIX)].lower() == _PREFIX:
             value = value[len(_PREFIX) :]
@@ -59,11 +61,19 @@ class GenericScheme(Scheme):
         elif (header_id := request.header(ID_HEADER)) is not None:
             webhook_id = validate_webhook_id(header_id, where="X-Webhook-ID")
         return Delivery(
-            webhook_id=webhook_id, event_type=workflow_name, payload=inputs, workflow_name=workflow_name
+            webhook_id=webhook_id,
+            event_type=workflow_name,
+            payload=inputs,
+            workflow_name=workflow_name,
         )
 
     def sign(
-        self, body: bytes, secret: str, *, webhook_id: str | None = None, timestamp: int | None = None
+        self,
+        body: bytes,
+        secret: str,
+        *,
+        webhook_id: str | None = None,
+        timestamp: int | None = None,
     ) -> dict[str, str]:
         headers = {"X-Webhook-Signature": _PREFIX + hmac_sha256(secret.encode(), body).hex()}
         if webhook_id is not None:

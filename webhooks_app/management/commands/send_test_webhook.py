@@ -24,8 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--inputs", default="{}", help="JSON object passed to the workflow.")
         parser.add_argument("--id", dest="webhook_id", help="webhook_id (default: a new UUID).")
         parser.add_argument("--url", help=f"Endpoint (default: {DEFAULT_URL}).")
-        parser.add_argument("--source", default="generic", help="Configured source (default: generic).")
-        parser.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for the answer.")
+        parser.add_argument(
+            "--source", default="generic", help="Configured source (default: generic)."
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=10.0, help="Seconds to wait for the answer."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         source = webhook_settings.source(options["source"])
