@@ -346,3 +346,19 @@ def test_health_is_503_when_the_database_fails(client, monkeypatch):
     response = client.get("/webhooks/health/")
     assert response.status_code == 503
     assert response.json()["database"] == "unavailable"
+
+
+def test_webhook_route_opts_out_of_atomic_requests():
+    """With ATOMIC_REQUESTS the 2xx would be decided before the request's transaction commits."""
+    from django.urls import resolve
+
+    assert "default" in resolve(GENERIC_URL).func._non_atomic_requests
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accepted_under_atomic_requests_is_committed(post_webhook, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    assert post_webhook(envelope("record", "atomic-1")).status_code == 202
+    assert WebhookEvent.objects.filter(webhook_id="atomic-1").exists()
