@@ -18,6 +18,7 @@ WEBHOOKS = {
     "SOURCES": {"generic": {"SCHEME": "generic", "SECRETS": [SECRET_A, SECRET_B]}},
     "MAX_ATTEMPTS": 3,
     "RETRY_BACKOFF": 0,  # retries go straight back on the queue; backoff has its own tests
+    "RECOVERY_GRACE": 2,  # crash tests wait timeout + grace before an attempt counts as lost
 }
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -35,8 +36,8 @@ Q_CLUSTER = {
     "name": os.environ.setdefault("WEBHOOKS_TEST_QUEUE", f"webhooks-test-{uuid.uuid4().hex[:8]}"),
     "workers": 2,
     "queue_limit": 2,
-    "timeout": 10,
-    "retry": 40,
+    "timeout": 5,
+    "retry": 20,  # > timeout * (queue_limit / workers + 2)
     "poll": 0.05,
     "guard_cycle": 0.2,
 }

@@ -7,6 +7,9 @@ class WebhooksAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from webhooks_app import checks, registry  # noqa: F401 - registers the system checks
+        from django.db.models.signals import post_migrate
+
+        from webhooks_app import checks, queue, registry  # noqa: F401 - registers the system checks
 
         registry.autodiscover()
+        post_migrate.connect(queue.ensure_schedules, sender=self)

@@ -20,7 +20,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
-from webhooks_app import queue, registry, signals
+from webhooks_app import queue, registry, signals, tasks
 from webhooks_app.conf import SourceConfig, webhook_settings
 from webhooks_app.exceptions import (
     NotConfigured,
@@ -153,18 +153,17 @@ def duplicate(event: WebhookEvent) -> Outcome:
     """Answer a repeated delivery; re-enqueue it if it has been stranded in ``pending``."""
     existing = (
         WebhookEvent.objects.filter(source=event.source, webhook_id=event.webhook_id)
-        .values("pk", "status", "received_at")
+        .values("pk", "status", "received_at", "next_attempt_at")
         .first()
     )
     if existing is None:  # deleted between the insert attempt and now: let the sender retry
         raise Unavailable()
-    grace = timedelta(seconds=webhook_settings.RECOVERY_GRACE)
-    if (
-        existing["status"] == EventStatus.PENDING
-        and existing["received_at"] < timezone.now() - grace
+    now = timezone.now()
+    queued_at = existing["next_attempt_at"] or existing["received_at"]
+    if existing["status"] == EventStatus.PENDING and queued_at < now - timedelta(
+        seconds=webhook_settings.RECOVERY_GRACE
     ):
-        with transaction.atomic():
-            queue.enqueue_in_transaction(existing["pk"])
+        tasks.requeue(existing["pk"], EventStatus.PENDING, now)
     return Outcome(
         200,
         {"status": "duplicate", "webhook_id": event.webhook_id, "event_status": existing["status"]},

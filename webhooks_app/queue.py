@@ -92,6 +92,26 @@ def schedule_retry(event_id: int, attempt: int, at: datetime) -> None:
     )
 
 
+RECOVERY_SCHEDULE = "webhooks_app:recover"
+
+
+def ensure_schedules(using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
+    """Create the periodic recovery schedule once (``post_migrate``); an edited one is kept.
+
+    Its task is not saved as a django-q2 Task row: it runs every minute.
+    """
+    Schedule.objects.using(using).get_or_create(
+        name=RECOVERY_SCHEDULE,
+        defaults={
+            "func": "webhooks_app.tasks.recover_stranded_events",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+            "kwargs": repr({"q_options": {"save": False}}),
+        },
+    )
+
+
 def queue_info() -> dict[str, Any]:
     """Broker name and how many tasks wait in it (for health and the dashboard)."""
     b = broker()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from webhooks_app import queue
 from webhooks_app.models import EventStatus, WebhookEvent
@@ -17,10 +18,11 @@ def replay_events(events: QuerySet[WebhookEvent]) -> int:
     """
     replayable = events.exclude(status__in=[EventStatus.RUNNING]).exclude(workflow_name="")
     count = 0
+    now = timezone.now()
     with transaction.atomic():
         for pk in replayable.select_for_update().values_list("pk", flat=True):
             WebhookEvent.objects.filter(pk=pk).update(
-                status=EventStatus.PENDING, next_attempt_at=None, finished_at=None
+                status=EventStatus.PENDING, next_attempt_at=now, finished_at=None
             )
             queue.enqueue_in_transaction(pk)
             count += 1

@@ -17,7 +17,9 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django_q.conf import Conf
 
 from webhooks_app import queue, registry, signals
 from webhooks_app.conf import webhook_settings
@@ -29,13 +31,37 @@ logger = logging.getLogger("webhooks_app")
 TRACEBACK_FRAMES = 5
 
 
+#: Without a django-q2 ``timeout`` an attempt may legitimately run this long before it counts
+#: as lost (W003 asks for a timeout).
+FALLBACK_ATTEMPT_SECONDS = 3600
+#: Recovery handles at most this many events of each kind per pass (bounded work per run).
+RECOVERY_BATCH = 500
+
+
+def attempt_deadline() -> timedelta:
+    """How long after its start an attempt is certainly over: django-q2 kills it at ``timeout``."""
+    timeout = Conf.TIMEOUT or FALLBACK_ATTEMPT_SECONDS
+    return timedelta(seconds=timeout + webhook_settings.RECOVERY_GRACE)
+
+
 def process_event(event_id: int) -> str:
-    """Run one attempt of event ``event_id``; returns what happened (for django-q2's logs)."""
+    """Run one attempt of event ``event_id``; returns what happened (for django-q2's logs).
+
+    The claim accepts a ``running`` event whose attempt is past :func:`attempt_deadline`: its
+    worker died, and this task is the ORM broker's redelivery (on the last attempt it is left to
+    recovery, which marks the event dead).
+    """
     now = timezone.now()
     claimed = (
         WebhookEvent.objects.filter(pk=event_id)
         .filter(
-            Q(status=EventStatus.PENDING) | Q(status=EventStatus.FAILED, next_attempt_at__lte=now)
+            Q(status=EventStatus.PENDING)
+            | Q(status=EventStatus.FAILED, next_attempt_at__lte=now)
+            | Q(
+                status=EventStatus.RUNNING,
+                started_at__lt=now - attempt_deadline(),
+                attempts__lt=webhook_settings.MAX_ATTEMPTS,
+            )
         )
         .update(
             status=EventStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1
@@ -141,3 +167,85 @@ def record_failure(event: WebhookEvent, exc: BaseException) -> None:
         f"; retry in {delay:.0f}s" if will_retry else "; now dead",
     )
     signals.event_failed.send(sender=WebhookEvent, event=event, error=error, will_retry=will_retry)
+
+
+def requeue(event_id: int, status: str, now: datetime) -> bool:
+    """Enqueue a ``pending`` or overdue ``failed`` event again, at most once per grace period.
+
+    ``next_attempt_at`` is moved to ``now`` in the same conditional UPDATE, so concurrent
+    recoveries (or a burst of duplicate deliveries) enqueue it once.
+    """
+    with transaction.atomic():
+        updated = WebhookEvent.objects.filter(pk=event_id, status=status).update(
+            next_attempt_at=now
+        )
+        if updated:
+            queue.enqueue_in_transaction(event_id)
+    return bool(updated)
+
+
+def recover_stranded_events(dry_run: bool = False) -> dict[str, int]:
+    """Put events that fell between the queue's cracks back on it; returns counts per kind.
+
+    - ``pending`` longer than ``RECOVERY_GRACE`` since it was (last) enqueued: the enqueue was
+      lost (broker down after commit, Redis task popped by a worker that died);
+    - ``failed`` whose retry is overdue by the grace: its schedule was lost;
+    - ``running`` past :func:`attempt_deadline`: its worker died mid-run (the Redis broker has
+      no acknowledgements). Run again, or ``dead`` if that was the last attempt.
+
+    Runs every minute as a django-q2 schedule, and as ``manage.py recover_webhook_events``.
+    """
+    now = timezone.now()
+    overdue = now - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
+    stranded = {
+        "pending": WebhookEvent.objects.filter(status=EventStatus.PENDING)
+        .annotate(queued=Coalesce("next_attempt_at", "received_at"))
+        .filter(queued__lt=overdue),
+        "failed": WebhookEvent.objects.filter(
+            status=EventStatus.FAILED, next_attempt_at__lt=overdue
+        ),
+        "running": WebhookEvent.objects.filter(
+            status=EventStatus.RUNNING, started_at__lt=now - attempt_deadline()
+        ),
+    }
+    counts = {kind: 0 for kind in ("pending", "failed", "running", "dead")}
+    for kind, queryset in stranded.items():
+        ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:RECOVERY_BATCH])
+        if dry_run:
+            counts[kind] = len(ids)
+            continue
+        for event_id in ids:
+            if kind == "running":
+                if outcome := _recover_lost_attempt(event_id, now):
+                    counts[outcome] += 1
+            elif requeue(event_id, kind, now):
+                counts[kind] += 1
+    if any(counts.values()):
+        logger.warning("Recovered stranded webhook events: %s", counts)
+    return counts
+
+
+def _recover_lost_attempt(event_id: int, now: datetime) -> str | None:
+    """A ``running`` event whose worker died: back to ``pending``, or ``dead`` if out of attempts."""
+    event = WebhookEvent.objects.get(pk=event_id)
+    out_of_attempts = event.attempts >= webhook_settings.MAX_ATTEMPTS
+    entry = _attempt_entry(
+        event, now, "lost", error="The worker stopped before the attempt finished."
+    )
+    with transaction.atomic():
+        updated = WebhookEvent.objects.filter(
+            pk=event_id, status=EventStatus.RUNNING, started_at=event.started_at
+        ).update(
+            status=EventStatus.DEAD if out_of_attempts else EventStatus.PENDING,
+            finished_at=now if out_of_attempts else None,
+            next_attempt_at=None if out_of_attempts else now,
+            error="The worker running the last attempt stopped (killed or crashed)."
+            if out_of_attempts
+            else event.error,
+            history=[*event.history, entry],
+        )
+        if updated and not out_of_attempts:
+            queue.enqueue_in_transaction(event_id)
+    if not updated:  # it finished (or was recovered) meanwhile
+        return None
+    return "dead" if out_of_attempts else "running"

@@ -1,0 +1,123 @@
+"""GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>``.
+
+Provider quirks and security subtleties:
+
+* Only ``X-Hub-Signature-256`` is accepted. The legacy ``X-Hub-Signature`` (HMAC-SHA1) is sent
+  alongside it "for compatibility"; a request carrying only the SHA-1 one is answered
+  ``missing_signature``, so nobody can fall back to the weaker MAC. Both headers are signature
+  headers: neither is ever stored or logged.
+* Nothing but the body is signed: no timestamp, no delivery id. Replays are stopped only by the
+  delivery-id dedupe (``X-GitHub-Delivery`` is a GUID kept unchanged on a manual redelivery).
+* GitHub sends one signature; rotation works by configuring the old and the new secret.
+* Both content types GitHub offers are accepted: ``application/json`` and
+  ``application/x-www-form-urlencoded`` (the default for repository webhooks), where the JSON
+  is the ``payload`` form field. Either way the MAC covers the raw body as received.
+
+The event type is ``X-GitHub-Event`` (``push``, ``pull_request``…; ``ping`` is an ordinary
+event, ignored unless routed); the delivery id is ``X-GitHub-Delivery``. Both are required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
+from webhooks_app.schemes.base import (
+    Delivery,
+    InboundRequest,
+    Scheme,
+    any_digest_matches,
+    hmac_sha256,
+    parse_form,
+    parse_json_object,
+    unhex,
+    validate_webhook_id,
+)
+
+SIGNATURE_HEADER = "x-hub-signature-256"
+LEGACY_SIGNATURE_HEADER = "x-hub-signature"
+EVENT_HEADER = "x-github-event"
+DELIVERY_HEADER = "x-github-delivery"
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+_PREFIX = "sha256="
+_DIGEST_HEX_LENGTH = 64
+
+
+class GitHubScheme(Scheme):
+    """GitHub repository, organisation and App webhooks."""
+
+    media_types: ClassVar[frozenset[str]] = frozenset({"application/json", FORM_MEDIA_TYPE})
+    signature_headers: ClassVar[frozenset[str]] = frozenset(
+        {SIGNATURE_HEADER, LEGACY_SIGNATURE_HEADER}
+    )
+    stored_headers: ClassVar[frozenset[str]] = frozenset(
+        {
+            EVENT_HEADER,
+            DELIVERY_HEADER,
+            "x-github-hook-id",
+            "x-github-hook-installation-target-type",
+            "x-github-hook-installation-target-id",
+            "x-github-enterprise-host",
+            "x-github-enterprise-version",
+        }
+    )
+
+    def verify(
+        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
+    ) -> None:
+        header = request.header(SIGNATURE_HEADER)
+        if header is None:
+            raise MissingSignature(
+                "Send X-Hub-Signature-256 (set a secret on the GitHub webhook); "
+                "the SHA-1 X-Hub-Signature alone is not accepted."
+            )
+        value = header.strip()
+        provided = None
+        if value[: len(_PREFIX)].lower() == _PREFIX and len(value) == len(_PREFIX) + _DIGEST_HEX_LENGTH:
+            provided = unhex(value[len(_PREFIX) :])
+        # Every candidate is computed and compared even for a malformed header, so the time
+        # taken does not tell which check failed.
+        expected = [hmac_sha256(secret.encode(), request.body) for secret in secrets]
+        if not any_digest_matches(provided or b"", expected) or provided is None:
+            raise InvalidSignature()
+
+    def parse(self, request: InboundRequest) -> Delivery:
+        payload = _payload(request)
+        delivery = request.header(DELIVERY_HEADER)
+        if delivery is None:
+            raise InvalidPayload("The X-GitHub-Delivery header is required.")
+        webhook_id = validate_webhook_id(delivery, where="X-GitHub-Delivery")
+        event = request.header(EVENT_HEADER)
+        if event is None:
+            raise InvalidPayload("The X-GitHub-Event header is required.")
+        # Same rule as an id (1-255 printable characters): it is stored and shown in the admin.
+        event_type = validate_webhook_id(event, where="X-GitHub-Event")
+        return Delivery(webhook_id=webhook_id, event_type=event_type, payload=payload)
+
+    def sign(
+        self,
+        body: bytes,
+        secret: str,
+        *,
+        webhook_id: str | None = None,
+        timestamp: int | None = None,
+    ) -> dict[str, str]:
+        """The signature (and ``X-GitHub-Delivery`` when given); GitHub signs no timestamp."""
+        headers = {"X-Hub-Signature-256": _PREFIX + hmac_sha256(secret.encode(), body).hex()}
+        if webhook_id is not None:
+            headers["X-GitHub-Delivery"] = webhook_id
+        return headers
+
+
+def _payload(request: InboundRequest) -> dict[str, Any]:
+    media_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+    if media_type != FORM_MEDIA_TYPE:
+        return parse_json_object(request.body)
+    form = parse_form(request.body)
+    if "payload" not in form:
+        raise InvalidPayload("The form body has no payload field.")
+    return parse_json_object(form["payload"].encode())
+
+
+SCHEME = GitHubScheme
