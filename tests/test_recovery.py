@@ -168,6 +168,7 @@ def test_kill_9_of_the_whole_cluster_mid_workflow_then_restart_succeeds(server):
         second.stop()
     event = WebhookEvent.objects.get(webhook_id="killed-mid-run")
     assert event.attempts == 2
-    assert (
-        Execution.objects.filter(webhook_id="killed-mid-run").count() == 2
-    )  # at least once: see README
+    # At least once for the workflow, exactly once for its effect.
+    assert Execution.objects.filter(webhook_id="killed-mid-run").count() == 2
+    assert event.effects.count() == 1
+    assert event.result == {"slept": 3, "first": True}

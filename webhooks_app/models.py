@@ -70,3 +70,22 @@ class WebhookEvent(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class EventEffect(models.Model):
+    """A side effect a workflow has done for an event (see :func:`webhooks_app.effects.once`).
+
+    Deleted with its event, so it lives exactly as long as the idempotency record.
+    """
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="effects")
+    key = models.CharField(max_length=100)
+    done_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event", "key"], name="webhooks_app_unique_effect")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id}:{self.key}"

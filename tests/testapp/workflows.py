@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.testapp.models import Execution
 from webhooks_app import workflow
+from webhooks_app.effects import once
 from webhooks_app.models import WebhookEvent
 
 
@@ -31,4 +32,5 @@ def fail(inputs: dict[str, Any], event: WebhookEvent) -> None:
 def sleep(inputs: dict[str, Any], event: WebhookEvent) -> dict[str, Any]:
     _record("sleep", event)
     time.sleep(float(inputs.get("seconds", 1)))
-    return {"slept": inputs.get("seconds", 1)}
+    with once(event, "after-sleep") as first:  # the effect a crash mid-sleep must not double
+        return {"slept": inputs.get("seconds", 1), "first": first}
