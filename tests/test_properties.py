@@ -8,12 +8,14 @@ row per id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
 import pytest
 from django.test import Client
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from tests.conftest import GENERIC_URL, sign
@@ -99,10 +101,8 @@ def test_flipping_any_byte_of_a_signed_request_is_refused(inputs, data):
 @FAST
 @given(body=st.binary(max_size=4000))
 def test_json_parser_raises_only_its_own_errors(body):
-    try:
+    with contextlib.suppress(WebhookError):
         parse_json(body)
-    except WebhookError:
-        pass
 
 
 @FAST
@@ -121,10 +121,8 @@ def test_deep_nesting_is_a_clean_400(depth, opener):
 @FAST
 @given(body=st.binary(max_size=2000))
 def test_form_parser_raises_only_its_own_errors(body):
-    try:
+    with contextlib.suppress(WebhookError):
         parse_form(body)
-    except WebhookError:
-        pass
 
 
 @FAST
