@@ -28,6 +28,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 if os.environ.get("WEBHOOKS_TEST_SUBPROCESS_DB"):
     # Set by tests/processes.py: a server or cluster started by a test uses the test database.
     DATABASES["default"]["NAME"] = os.environ["WEBHOOKS_TEST_SUBPROCESS_DB"]
+if os.environ.get("WEBHOOKS_TEST_DB_PORT"):
+    # Fault tests point a server at a port where no database listens.
+    DATABASES["default"]["PORT"] = os.environ["WEBHOOKS_TEST_DB_PORT"]
 
 # One queue per test session (inherited by the subprocesses through the environment), so runs
 # sharing a Redis server never consume each other's tasks.

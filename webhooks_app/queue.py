@@ -112,12 +112,23 @@ def ensure_schedules(using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
     )
 
 
+def broker_name() -> str:
+    """Which broker the settings chose, without connecting to it."""
+    for name, configured in [
+        ("orm", Conf.ORM), ("sqs", Conf.SQS), ("mongo", Conf.MONGO), ("ironmq", Conf.IRON_MQ),
+        ("custom", Conf.BROKER_CLASS),
+    ]:  # fmt: skip
+        if configured:
+            return name
+    return "redis"  # django-q2's default, also when Q_CLUSTER names none
+
+
 def queue_info() -> dict[str, Any]:
     """Broker name and how many tasks wait in it (for health and the dashboard)."""
-    b = broker()
-    info: dict[str, Any] = {"broker": "orm" if Conf.ORM else type(b).__name__.lower()}
+    info: dict[str, Any] = {"broker": broker_name()}
     try:
-        info["queued"] = b.queue_size()
+        # Even building the ORM broker touches the database: both belong inside the try.
+        info["queued"] = broker().queue_size()
     except Exception:
         info["queued"] = None
         info["error"] = "broker unreachable"
