@@ -90,7 +90,7 @@ def test_redis_down_at_receipt_is_stored_then_recovered_and_run_once(transaction
                 year=2000
             )
         )  # older than the grace period, as it would be a minute later
-        recovered = subprocess.run(  # noqa: S603 - the cron command, against the real Redis
+        recovered = subprocess.run(
             [sys.executable, "manage.py", "recover_webhook_events"],
             cwd=REPO, env=redis_env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
