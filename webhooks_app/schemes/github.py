@@ -74,7 +74,10 @@ class GitHubScheme(Scheme):
             )
         value = header.strip()
         provided = None
-        if value[: len(_PREFIX)].lower() == _PREFIX and len(value) == len(_PREFIX) + _DIGEST_HEX_LENGTH:
+        if (
+            value[: len(_PREFIX)].lower() == _PREFIX
+            and len(value) == len(_PREFIX) + _DIGEST_HEX_LENGTH
+        ):
             provided = unhex(value[len(_PREFIX) :])
         # Every candidate is computed and compared even for a malformed header, so the time
         # taken does not tell which check failed.

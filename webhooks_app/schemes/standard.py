@@ -89,9 +89,7 @@ def signing_key(secret: str) -> bytes | None:
 
 
 def _header_names(request: InboundRequest) -> _HeaderNames:
-    if request.header(WEBHOOK_HEADERS.signature) is None and request.header(
-        SVIX_HEADERS.signature
-    ):
+    if request.header(WEBHOOK_HEADERS.signature) is None and request.header(SVIX_HEADERS.signature):
         return SVIX_HEADERS
     return WEBHOOK_HEADERS
 
