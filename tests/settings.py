@@ -15,7 +15,10 @@ SECRET_A = "test-secret-a-0123456789abcdefghij"
 SECRET_B = "test-secret-b-0123456789abcdefghij"
 
 WEBHOOKS = {
-    "SOURCES": {"generic": {"SCHEME": "generic", "SECRETS": [SECRET_A, SECRET_B]}},
+    "SOURCES": {
+        "generic": {"SCHEME": "generic", "SECRETS": [SECRET_A, SECRET_B]},
+        "github": {"SCHEME": "github", "SECRETS": [SECRET_A], "ROUTES": {"push": "record"}},
+    },
     "MAX_ATTEMPTS": 3,
     "RETRY_BACKOFF": 0,  # retries go straight back on the queue; backoff has its own tests
     "RECOVERY_GRACE": 2,  # crash tests wait timeout + grace before an attempt counts as lost

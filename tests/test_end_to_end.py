@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 
 import pytest
+from django.conf import settings
 
 from tests.conftest import envelope, sign
 from tests.processes import wait_until
@@ -81,3 +82,30 @@ def test_failing_workflow_is_dead_after_max_attempts(server, cluster, settings):
     assert [entry["outcome"] for entry in event.history] == ["failed"] * max_attempts
     assert "ValueError: boom on attempt" in event.error
     assert Execution.objects.filter(webhook_id="e2e-poison").count() == max_attempts
+
+
+def test_github_push_runs_once_and_a_redelivery_is_a_duplicate(server, cluster):
+    from webhooks_app.schemes.github import GitHubScheme
+
+    body = b'{"ref": "refs/heads/main", "after": "0123abc"}'
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        **GitHubScheme().sign(
+            body, settings.SECRET_A, webhook_id="72d3162e-cc78-11e3-81ab-4c9367dc0958"
+        ),
+    }
+    status, answer, _ = server.request("POST", "/webhooks/github/", body, headers)
+    assert status == 202, answer
+    delivery = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    wait_until(lambda: event_status(delivery) == EventStatus.SUCCEEDED, timeout=20)
+    event = WebhookEvent.objects.get(webhook_id=delivery)
+    assert (event.source, event.event_type, event.workflow_name) == ("github", "push", "record")
+    assert event.headers["x-github-event"] == "push"
+    assert "x-hub-signature-256" not in event.headers
+
+    # "Redeliver" in GitHub's UI: the same X-GitHub-Delivery, later.
+    status, answer, _ = server.request("POST", "/webhooks/github/", body, headers)
+    assert status == 200 and answer["status"] == "duplicate", answer
+    assert answer["event_status"] == "succeeded"
+    assert Execution.objects.filter(webhook_id=delivery).count() == 1
