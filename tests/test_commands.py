@@ -58,3 +58,8 @@ def test_send_test_webhook_reports_an_unreachable_server():
         call_command(
             "send_test_webhook", "record", "--url", "http://127.0.0.1:9/x/", stdout=StringIO()
         )
+
+
+def test_send_test_webhook_refuses_provider_sources():
+    with pytest.raises(CommandError, match="uses the 'github' scheme"):
+        call_command("send_test_webhook", "record", "--source", "github", stdout=StringIO())
