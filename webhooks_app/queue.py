@@ -93,23 +93,29 @@ def schedule_retry(event_id: int, attempt: int, at: datetime) -> None:
 
 
 RECOVERY_SCHEDULE = "webhooks_app:recover"
+CLEANUP_SCHEDULE = "webhooks_app:cleanup"
+_SCHEDULES: dict[str, dict[str, Any]] = {
+    # Every minute, and not saved as a django-q2 Task row each time.
+    RECOVERY_SCHEDULE: {
+        "func": "webhooks_app.tasks.recover_stranded_events",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "kwargs": repr({"q_options": {"save": False}}),
+    },
+    CLEANUP_SCHEDULE: {
+        "func": "webhooks_app.tasks.cleanup_expired_events",
+        "schedule_type": Schedule.DAILY,
+    },
+}
 
 
 def ensure_schedules(using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
-    """Create the periodic recovery schedule once (``post_migrate``); an edited one is kept.
+    """Create the periodic recovery and cleanup schedules once (``post_migrate``).
 
-    Its task is not saved as a django-q2 Task row: it runs every minute.
+    An existing one is left as it is, so an operator may edit or disable it in the admin.
     """
-    Schedule.objects.using(using).get_or_create(
-        name=RECOVERY_SCHEDULE,
-        defaults={
-            "func": "webhooks_app.tasks.recover_stranded_events",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-            "kwargs": repr({"q_options": {"save": False}}),
-        },
-    )
+    for name, fields in _SCHEDULES.items():
+        Schedule.objects.using(using).get_or_create(name=name, defaults={"repeats": -1, **fields})
 
 
 def broker_name() -> str:

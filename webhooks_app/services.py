@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django_q.models import Task
 
 from webhooks_app import queue
-from webhooks_app.models import EventStatus, WebhookEvent
+from webhooks_app.models import FINISHED_STATUSES, EventStatus, WebhookEvent
 
 
 def replay_events(events: QuerySet[WebhookEvent]) -> int:
@@ -27,3 +31,66 @@ def replay_events(events: QuerySet[WebhookEvent]) -> int:
             queue.enqueue_in_transaction(pk)
             count += 1
     return count
+
+
+#: Senders redeliver for days (Stripe 3, GitHub manual redelivery 3, some 7): deleting an event
+#: younger than this would let a redelivery run again.
+MIN_CLEANUP_DAYS = 7
+
+
+class CleanupRefused(ValueError):
+    """A cleanup that would break idempotency or delete unfinished events."""
+
+
+def cleanup_events(
+    *,
+    days: int,
+    statuses: Sequence[str] = FINISHED_STATUSES,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Delete finished events received more than ``days`` ago, in batches; returns the count.
+
+    Each batch is its own short transaction (bounded memory and lock time, ingest keeps
+    flowing). ``progress`` is called with the running total after each batch. django-q2's own
+    Task rows older than the window are trimmed too.
+    """
+    unfinished = set(statuses) - set(FINISHED_STATUSES)
+    if unfinished:
+        raise CleanupRefused(
+            f"Only finished events can be cleaned up, not {', '.join(sorted(unfinished))}."
+        )
+    if days < MIN_CLEANUP_DAYS and not force:
+        raise CleanupRefused(
+            f"Refusing to delete events younger than {MIN_CLEANUP_DAYS} days: senders still "
+            "redeliver them and they would run again. Use --force to do it anyway."
+        )
+    if batch_size < 1:
+        raise CleanupRefused("The batch size must be at least 1.")
+    cutoff = timezone.now() - timedelta(days=days)
+    old = WebhookEvent.objects.filter(status__in=list(statuses), received_at__lt=cutoff)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while ids := list(old.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            WebhookEvent.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
+        if progress:
+            progress(deleted)
+    _trim_task_results(cutoff, batch_size)
+    return deleted
+
+
+def _trim_task_results(cutoff: datetime, batch_size: int) -> None:
+    old = Task.objects.filter(stopped__lt=cutoff)
+    while ids := list(old.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        Task.objects.filter(pk__in=ids).delete()
+
+
+def purge_events(events: QuerySet[WebhookEvent]) -> int:
+    """Delete the selected events (admin *Purge*); returns how many rows went."""
+    _, per_model = events.delete()
+    return per_model.get(WebhookEvent._meta.label, 0)

@@ -249,3 +249,14 @@ def _recover_lost_attempt(event_id: int, now: datetime) -> str | None:
     if not updated:  # it finished (or was recovered) meanwhile
         return None
     return "dead" if out_of_attempts else "running"
+
+
+def cleanup_expired_events() -> int:
+    """The daily schedule: delete finished events older than ``RETENTION_DAYS``.
+
+    The setting is the operator's deliberate choice (a system check warns when it is shorter
+    than the senders' retry window), so the command's 7-day guard does not apply here.
+    """
+    from webhooks_app.services import cleanup_events
+
+    return cleanup_events(days=webhook_settings.RETENTION_DAYS, force=True)
