@@ -119,6 +119,7 @@ def test_recovery_schedule_exists_and_the_scheduler_runs_it():
     assert schedule.schedule_type == Schedule.MINUTES
     queue.ensure_schedules()  # idempotent
     assert Schedule.objects.filter(name=queue.RECOVERY_SCHEDULE).count() == 1
+    Schedule.objects.exclude(pk=schedule.pk).update(next_run=ago(-3600))  # only this one is due
     Schedule.objects.filter(pk=schedule.pk).update(next_run=ago(1))
     scheduler(broker=queue.broker())
     assert queued_tasks() == 1
