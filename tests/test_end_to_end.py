@@ -109,3 +109,16 @@ def test_github_push_runs_once_and_a_redelivery_is_a_duplicate(server, cluster):
     assert status == 200 and answer["status"] == "duplicate", answer
     assert answer["event_status"] == "succeeded"
     assert Execution.objects.filter(webhook_id=delivery).count() == 1
+
+
+def test_a_workflow_over_the_timeout_is_a_failed_attempt_and_retried(server, cluster):
+    """django-q2 interrupts it at Q_CLUSTER['timeout'] (5 s in the test settings)."""
+    max_attempts = settings.WEBHOOKS["MAX_ATTEMPTS"]
+    status, answer, _ = post_signed(server, envelope("sleep", "too-slow", seconds=30))
+    assert status == 202, answer
+    wait_until(lambda: event_status("too-slow") == EventStatus.DEAD, timeout=60, interval=0.5)
+    event = WebhookEvent.objects.get(webhook_id="too-slow")
+    assert event.attempts == max_attempts
+    assert [entry["outcome"] for entry in event.history] == ["failed"] * max_attempts
+    assert "exceeded maximum timeout" in event.error
+    assert all(4 <= entry["duration_ms"] / 1000 < 10 for entry in event.history)
