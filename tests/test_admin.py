@@ -48,3 +48,45 @@ def test_staff_without_change_permission_cannot_replay(client, dead_event):
     client.post(url, {"action": "replay", "_selected_action": [dead_event.pk]})
     dead_event.refresh_from_db()
     assert dead_event.status == EventStatus.DEAD
+
+
+def test_purge_goes_through_the_confirmation_page(admin_client, dead_event):
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    confirm = admin_client.post(
+        url, {"action": "delete_selected", "_selected_action": [dead_event.pk]}
+    )
+    assert confirm.status_code == 200
+    assert "Are you sure" in confirm.content.decode()
+    assert WebhookEvent.objects.filter(pk=dead_event.pk).exists()
+    done = admin_client.post(
+        url, {"action": "delete_selected", "_selected_action": [dead_event.pk], "post": "yes"}
+    )
+    assert done.status_code == 302
+    assert not WebhookEvent.objects.filter(pk=dead_event.pk).exists()
+
+
+def test_actions_are_wired_with_their_labels(admin_client, rf):
+    from django.contrib.admin.sites import site
+
+    request = rf.get("/")
+    request.user = User.objects.get(username="admin")
+    actions = site._registry[WebhookEvent].get_actions(request)
+    assert actions["replay"][2] == "Replay selected events"
+    assert actions["delete_selected"][2] == "Purge selected events"
+
+
+def test_staff_without_delete_permission_cannot_purge(client, dead_event):
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_webhookevent"))
+    client.force_login(user)
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    client.post(
+        url, {"action": "delete_selected", "_selected_action": [dead_event.pk], "post": "yes"}
+    )
+    assert WebhookEvent.objects.filter(pk=dead_event.pk).exists()
+
+
+def test_anonymous_is_sent_to_login(client):
+    response = client.get(reverse("admin:webhooks_app_webhookevent_changelist"))
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]

@@ -1,4 +1,9 @@
-"""A read-only audit log of received events, with replay."""
+"""A read-only audit log of received events, with replay and purge.
+
+Both actions call the same service functions as the commands and the API, need POST with a
+CSRF token (Django admin actions) and their permission: *replay* the change permission, *purge*
+(Django's delete confirmation page) the delete permission.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from webhooks_app import services
-from webhooks_app.models import WebhookEvent
+from webhooks_app.models import EventStatus, WebhookEvent
 
 
 def _pretty(value: Any) -> str:
@@ -27,14 +32,26 @@ DETAIL_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+STATUS_COLOURS: dict[str, str] = {
+    EventStatus.PENDING: "#777",
+    EventStatus.RUNNING: "#1f6feb",
+    EventStatus.SUCCEEDED: "#1a7f37",
+    EventStatus.FAILED: "#bf8700",
+    EventStatus.DEAD: "#cf222e",
+    EventStatus.IGNORED: "#777",
+}
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "source", "webhook_id", "workflow_name", "status", "attempts"]
+    list_display = [
+        "received_at", "source", "webhook_id", "workflow_name", "coloured_status", "attempts", "duration",
+    ]  # fmt: skip
     list_filter = ["status", "source", "workflow_name"]
     search_fields = ["=webhook_id"]
     date_hierarchy = "received_at"
     show_full_result_count = False
-    actions = ["replay"]
+    actions = ["replay", "delete_selected"]
     fields = DETAIL_FIELDS
     readonly_fields = DETAIL_FIELDS
 
@@ -43,6 +60,24 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="status", ordering="status")
+    def coloured_status(self, obj: WebhookEvent) -> str:
+        return format_html(
+            '<span style="color:{};font-weight:bold">{}</span>',
+            STATUS_COLOURS.get(obj.status, "inherit"),
+            obj.get_status_display(),
+        )
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            func, name, _ = actions["delete_selected"]
+            actions["delete_selected"] = (func, name, "Purge selected events")
+        return actions
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        services.purge_events(queryset)
 
     @admin.display(description="payload")
     def pretty_payload(self, obj: WebhookEvent) -> str:
