@@ -70,9 +70,10 @@ class WebhookEventAdmin(admin.ModelAdmin):
         )
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """Django's delete action (with its confirmation page), under the contract's name."""
         actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            func, name, _ = actions["delete_selected"]
+        if (delete := actions.get("delete_selected")) is not None:
+            func, name, _ = delete
             actions["delete_selected"] = (func, name, "Purge selected events")
         return actions
 
