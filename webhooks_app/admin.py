@@ -11,12 +11,17 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
-from webhooks_app import services
-from webhooks_app.models import EventStatus, WebhookEvent
+from webhooks_app import dashboard, services
+from webhooks_app.models import Dashboard, EventStatus, WebhookEvent
 
 
 def _pretty(value: Any) -> str:
@@ -51,6 +56,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     search_fields = ["=webhook_id"]
     date_hierarchy = "received_at"
     show_full_result_count = False
+    change_list_template = "admin/webhooks_app/webhookevent/change_list.html"
     actions = ["replay", "delete_selected"]
     fields = DETAIL_FIELDS
     readonly_fields = DETAIL_FIELDS
@@ -104,3 +110,65 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def has_replay_permission(self, request: HttpRequest) -> bool:
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(self.dashboard_view), name="webhooks_app_dashboard"),
+            path(
+                "<int:pk>/replay/",
+                wrap(require_POST(self.replay_one_view)),
+                name="webhooks_app_webhookevent_replay",
+            ),
+            *super().get_urls(),
+        ]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Webhooks dashboard",
+            "opts": self.opts,
+            "can_replay": self.has_replay_permission(request),
+            "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
+            **dashboard.snapshot(),
+        }
+        return TemplateResponse(request, "admin/webhooks_app/dashboard.html", context)
+
+    def replay_one_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The dashboard's per-failure *Replay* button (POST, CSRF, change permission)."""
+        if not self.has_replay_permission(request):
+            raise PermissionDenied
+        event = get_object_or_404(WebhookEvent, pk=pk)
+        count = services.replay_events(WebhookEvent.objects.filter(pk=event.pk))
+        self.message_user(request, f"Queued {count} event(s) to run again.", messages.SUCCESS)
+        return HttpResponseRedirect(
+            request.POST.get("next") or reverse("admin:webhooks_app_dashboard")
+        )
+
+
+DASHBOARD_REFRESH_SECONDS = 30
+
+
+@admin.register(Dashboard)
+class DashboardAdmin(admin.ModelAdmin):
+    """The *Dashboard* entry in the admin index: it leads to the dashboard page."""
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return request.user.has_perm("webhooks_app.view_webhookevent")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: object = None) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:webhooks_app_dashboard"))

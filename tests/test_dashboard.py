@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+from django.utils import timezone
+
+from webhooks_app import dashboard
+from webhooks_app.models import EventStatus, WebhookEvent
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/webhooks_app/webhookevent/dashboard/"
+
+
+@pytest.fixture
+def events():
+    now = timezone.now()
+    rows = []
+    for i, status in enumerate(
+        [EventStatus.SUCCEEDED] * 6 + [EventStatus.DEAD, EventStatus.FAILED, EventStatus.PENDING]
+    ):
+        received = now - timedelta(hours=i)
+        rows.append(
+            WebhookEvent(
+                source="github" if i % 2 else "generic", webhook_id=f"e{i}", workflow_name="record", status=status,
+                received_at=received, started_at=received + timedelta(milliseconds=50),
+                finished_at=received + timedelta(milliseconds=50 + 10 * i), error="ValueError: boom" if i >= 6 else "",
+            )
+        )  # fmt: skip
+    rows.append(
+        WebhookEvent(
+            source="generic",
+            webhook_id="old",
+            status="succeeded",
+            received_at=now - timedelta(days=3),
+        )
+    )
+    WebhookEvent.objects.bulk_create(rows)
+
+
+def test_snapshot_numbers(events):
+    snap = dashboard.snapshot()
+    assert snap["counts"]["succeeded"] == 6
+    assert snap["counts"]["dead"] == 1 and snap["counts"]["failed"] == 1
+    assert snap["total"] == 9  # the 3-day-old one is outside the 24 h window
+    assert snap["failure_rate"] == pytest.approx(2 / 8)
+    assert snap["latency"]["sample"] == 6
+    assert snap["latency"]["processing_p50"] == pytest.approx(30, abs=10.1)
+    assert sum(bar["total"] for bar in snap["hourly"]["bars"]) == 9
+    assert sum(bar["total"] for bar in snap["daily"]["bars"]) == 10
+    assert [e.webhook_id for e in snap["failures"]] == ["e6", "e7"]
+    assert {row["source"]: row["total"] for row in snap["by_source"]} == {"generic": 5, "github": 4}
+
+
+def test_dashboard_renders_with_chart_and_failures(
+    admin_client, events, django_assert_max_num_queries
+):
+    with django_assert_max_num_queries(14):
+        response = admin_client.get(URL)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="chart-24h"' in html and "<rect" in html
+    assert 'id="recent-failures"' in html and "ValueError: boom" in html
+    assert 'http-equiv="refresh"' in html
+    assert "cdn" not in html.lower()
+
+
+def test_dashboard_is_linked_from_index_and_event_list(admin_client):
+    assert "/admin/webhooks_app/dashboard/" in admin_client.get("/admin/").content.decode()
+    assert admin_client.get("/admin/webhooks_app/dashboard/")["Location"] == URL
+    changelist = admin_client.get(
+        reverse("admin:webhooks_app_webhookevent_changelist")
+    ).content.decode()
+    assert URL in changelist
+
+
+def test_empty_dashboard_renders(admin_client):
+    assert admin_client.get(URL).status_code == 200
+
+
+def test_permissions(client, events):
+    assert client.get(URL).status_code == 302  # anonymous: to the login page
+    user = User.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(user)
+    assert client.get(URL).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_webhookevent"))
+    assert client.get(URL).status_code == 200
+    dead = WebhookEvent.objects.get(webhook_id="e6")
+    replay = reverse("admin:webhooks_app_webhookevent_replay", args=[dead.pk])
+    assert client.post(replay).status_code == 403  # no change permission
+    assert "Replay" not in client.get(URL).content.decode().split('id="recent-failures"')[1]
+
+
+def test_replay_button_needs_post_and_requeues(admin_client, events):
+    dead = WebhookEvent.objects.get(webhook_id="e6")
+    url = reverse("admin:webhooks_app_webhookevent_replay", args=[dead.pk])
+    assert admin_client.get(url).status_code == 405
+    response = admin_client.post(url, {"next": URL})
+    assert response.status_code == 302 and response["Location"] == URL
+    dead.refresh_from_db()
+    assert dead.status == EventStatus.PENDING
+
+
+def test_replay_button_needs_a_csrf_token(events):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    dead = WebhookEvent.objects.get(webhook_id="e6")
+    response = client.post(reverse("admin:webhooks_app_webhookevent_replay", args=[dead.pk]))
+    assert response.status_code == 403
+    dead.refresh_from_db()
+    assert dead.status == EventStatus.DEAD

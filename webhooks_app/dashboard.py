@@ -1,0 +1,176 @@
+"""The numbers behind the admin dashboard.
+
+Every query is bounded by a time window on an indexed column (``received_at``) or by a LIMIT,
+so the page costs the same on ten events as on a million: no full-table COUNT(*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDay, TruncHour
+from django.utils import timezone
+
+from webhooks_app import queue
+from webhooks_app.models import EventStatus, WebhookEvent
+
+#: Processing latencies are computed from at most this many recent successes.
+LATENCY_SAMPLE = 1000
+RECENT_FAILURES = 10
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    total: int
+    failed: int
+
+
+def counts_by_status(since: datetime) -> dict[str, int]:
+    rows = (
+        WebhookEvent.objects.filter(received_at__gte=since)
+        .values("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts = dict.fromkeys(EventStatus.values, 0)
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts
+
+
+def failure_rate(counts: dict[str, int]) -> float | None:
+    """Share of finished-or-failing events that failed (dead or waiting for a retry)."""
+    bad = counts[EventStatus.DEAD] + counts[EventStatus.FAILED]
+    judged = bad + counts[EventStatus.SUCCEEDED]
+    return bad / judged if judged else None
+
+
+def timeline(since: datetime, step: str) -> list[Bucket]:
+    """Events per hour (``step="hour"``) or day, with empty buckets filled in."""
+    trunc = TruncHour if step == "hour" else TruncDay
+    delta = timedelta(hours=1) if step == "hour" else timedelta(days=1)
+    rows = (
+        WebhookEvent.objects.filter(received_at__gte=since)
+        .annotate(bucket=trunc("received_at"))
+        .values("bucket")
+        .annotate(
+            total=Count("id"),
+            failed=Count("id", filter=Q(status__in=[EventStatus.DEAD, EventStatus.FAILED])),
+        )
+        .order_by("bucket")
+    )
+    found = {row["bucket"]: row for row in rows}
+    # Buckets are truncated in the current time zone, like the database's Trunc*.
+    start = timezone.localtime(since).replace(minute=0, second=0, microsecond=0)
+    if step != "hour":
+        start = start.replace(hour=0)
+    buckets = []
+    while start <= timezone.now():
+        row = found.get(start, {"total": 0, "failed": 0})
+        buckets.append(Bucket(start, row["total"], row["failed"]))
+        start += delta
+    return buckets
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def latencies(since: datetime) -> dict[str, float | None]:
+    """p50/p95 of processing time (start → finish) and of receipt → finish, in milliseconds."""
+    rows = list(
+        WebhookEvent.objects.filter(status=EventStatus.SUCCEEDED, received_at__gte=since)
+        .order_by("-received_at")
+        .values_list("received_at", "started_at", "finished_at")[:LATENCY_SAMPLE]
+    )
+    processing = sorted((f - s).total_seconds() * 1000 for _, s, f in rows if s and f)
+    end_to_end = sorted((f - r).total_seconds() * 1000 for r, _, f in rows if f)
+    return {
+        "processing_p50": percentile(processing, 0.5),
+        "processing_p95": percentile(processing, 0.95),
+        "end_to_end_p50": percentile(end_to_end, 0.5),
+        "end_to_end_p95": percentile(end_to_end, 0.95),
+        "sample": len(rows),
+    }
+
+
+def breakdown(field: str, since: datetime) -> list[dict[str, Any]]:
+    """Per source or per workflow: totals and failures in the window."""
+    return list(
+        WebhookEvent.objects.filter(received_at__gte=since)
+        .values(field)
+        .annotate(
+            total=Count("id"),
+            succeeded=Count("id", filter=Q(status=EventStatus.SUCCEEDED)),
+            failed=Count("id", filter=Q(status__in=[EventStatus.DEAD, EventStatus.FAILED])),
+            pending=Count("id", filter=Q(status__in=[EventStatus.PENDING, EventStatus.RUNNING])),
+        )
+        .order_by("-total")[:20]
+    )
+
+
+def recent_failures() -> list[WebhookEvent]:
+    return list(
+        WebhookEvent.objects.filter(status__in=[EventStatus.DEAD, EventStatus.FAILED])
+        .order_by("-received_at")
+        .only(
+            "id",
+            "source",
+            "webhook_id",
+            "workflow_name",
+            "status",
+            "attempts",
+            "received_at",
+            "error",
+        )[:RECENT_FAILURES]
+    )
+
+
+def chart_svg(buckets: list[Bucket], width: int = 720, height: int = 160) -> dict[str, Any]:
+    """Bar geometry for a server-rendered SVG (the template draws it; nothing from a CDN)."""
+    peak = max((b.total for b in buckets), default=0) or 1
+    slot = width / max(len(buckets), 1)
+    bars = []
+    for i, bucket in enumerate(buckets):
+        total_h = height * bucket.total / peak
+        failed_h = height * bucket.failed / peak
+        bars.append(
+            {
+                "x": round(i * slot + 1, 1),
+                "w": round(max(slot - 2, 1), 1),
+                "y": round(height - total_h, 1),
+                "h": round(total_h, 1),
+                "fy": round(height - failed_h, 1),
+                "fh": round(failed_h, 1),
+                "label": bucket.start,
+                "total": bucket.total,
+                "failed": bucket.failed,
+            }
+        )
+    return {"bars": bars, "width": width, "height": height, "peak": peak}
+
+
+def snapshot() -> dict[str, Any]:
+    """Everything the dashboard shows, for the last 24 hours (and a 7-day chart)."""
+    now = timezone.now()
+    day_ago, week_ago = now - timedelta(hours=24), now - timedelta(days=7)
+    counts = counts_by_status(day_ago)
+    return {
+        "generated_at": now,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "failure_rate": failure_rate(counts),
+        "latency": latencies(day_ago),
+        "queue": queue.queue_info(),
+        "hourly": chart_svg(timeline(day_ago, "hour")),
+        "daily": chart_svg(timeline(week_ago, "day")),
+        "by_source": breakdown("source", day_ago),
+        "by_workflow": breakdown("workflow_name", day_ago),
+        "failures": recent_failures(),
+    }
