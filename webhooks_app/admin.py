@@ -33,7 +33,7 @@ def _pretty(value: Any) -> str:
 DETAIL_FIELDS: tuple[str, ...] = (
     "source", "webhook_id", "event_type", "workflow_name", "status", "attempts",
     "received_at", "started_at", "finished_at", "next_attempt_at",
-    "pretty_payload", "pretty_headers", "pretty_result", "error", "pretty_history",
+    "pretty_payload", "pretty_headers", "pretty_result", "pretty_error", "pretty_history",
 )  # fmt: skip
 
 
@@ -97,6 +97,10 @@ class WebhookEventAdmin(admin.ModelAdmin):
     @admin.display(description="result")
     def pretty_result(self, obj: WebhookEvent) -> str:
         return _pretty(obj.result)
+
+    @admin.display(description="error")
+    def pretty_error(self, obj: WebhookEvent) -> str:
+        return format_html("<pre>{}</pre>", obj.error) if obj.error else "-"
 
     @admin.display(description="attempts timeline")
     def pretty_history(self, obj: WebhookEvent) -> str:
