@@ -1,11 +1,18 @@
 from django.db.transaction import non_atomic_requests
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
+from webhooks_app.api import SchemaView, WebhookEventViewSet
 from webhooks_app.views import HealthView, WebhookView
 
 app_name = "webhooks_app"
 
+router = SimpleRouter()
+router.register("api/events", WebhookEventViewSet, basename="event")
+
 urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
+    *router.urls,
     path("<str:source>/", non_atomic_requests(WebhookView.as_view()), name="receive"),
 ]

@@ -6,13 +6,17 @@ from typing import Any
 
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import exceptions as drf_exceptions
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from webhooks_app import ingest, queue
 from webhooks_app.exceptions import MethodNotAllowed, WebhookError
+from webhooks_app.openapi import documented
 from webhooks_app.schemes import InboundRequest
 
 
@@ -36,6 +40,69 @@ def _inbound(request: HttpRequest, body: bytes, public_url: str) -> InboundReque
     )
 
 
+ERROR_BODY = inline_serializer(
+    "WebhookError", {"error": serializers.CharField(), "detail": serializers.CharField()}
+)
+ENVELOPE = inline_serializer(
+    "GenericEnvelope",
+    {
+        "workflow_name": serializers.CharField(help_text="A registered workflow."),
+        "inputs": serializers.DictField(required=False, help_text="Passed to the workflow."),
+        "webhook_id": serializers.CharField(
+            required=False,
+            max_length=255,
+            help_text="Idempotency key (or the X-Webhook-ID header).",
+        ),
+    },
+)
+RECEIVE_SCHEMA = documented(
+    summary="Receive a webhook",
+    description=(
+        "The body is verified against the source's secrets over the raw bytes (generic sources: "
+        "`X-Webhook-Signature: sha256=<hex HMAC-SHA256>`; provider sources: the provider's "
+        "scheme), stored once per (source, webhook_id) and run in the background. Provider "
+        "sources accept the provider's own JSON (or form) body."
+    ),
+    parameters=[
+        OpenApiParameter("source", str, OpenApiParameter.PATH, description="Configured source."),
+        OpenApiParameter("X-Webhook-Signature", str, OpenApiParameter.HEADER, required=False),
+        OpenApiParameter("X-Webhook-ID", str, OpenApiParameter.HEADER, required=False),
+    ],
+    request=ENVELOPE,
+    responses={
+        202: inline_serializer(
+            "Accepted",
+            {
+                "status": serializers.CharField(),
+                "webhook_id": serializers.CharField(),
+                "event_id": serializers.IntegerField(),
+            },
+        ),
+        200: inline_serializer(
+            "DuplicateOrIgnored",
+            {
+                "status": serializers.CharField(),
+                "webhook_id": serializers.CharField(),
+                "event_status": serializers.CharField(required=False),
+            },
+        ),
+        **{
+            status: OpenApiResponse(ERROR_BODY, description=meaning)
+            for status, meaning in [
+                (400, "invalid_json / invalid_payload"),
+                (401, "missing or invalid signature"),
+                (404, "unknown_source"),
+                (413, "payload_too_large"),
+                (415, "unsupported_media_type"),
+                (422, "unknown_workflow"),
+                (503, "not_configured / unavailable (with Retry-After)"),
+            ]
+        },
+    },
+    auth=[],
+)
+
+
 class WebhookView(APIView):
     """``/webhooks/<source>/``: every check and the storage live in ``ingest.receive``.
 
@@ -49,7 +116,9 @@ class WebhookView(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
     metadata_class = None
+    schema = AutoSchema()
 
+    @RECEIVE_SCHEMA
     def post(self, request: Request, source: str) -> HttpResponse:
         django_request = request._request
         config, scheme = ingest.get_source(source)
@@ -60,6 +129,23 @@ class WebhookView(APIView):
         outcome = ingest.receive(config, scheme, _inbound(django_request, body, config.public_url))
         return JsonResponse(outcome.body, status=outcome.status_code)
 
+    @documented(
+        summary="Subscription handshake (WhatsApp/Meta)",
+        parameters=[
+            OpenApiParameter("source", str, OpenApiParameter.PATH),
+            OpenApiParameter("hub.mode", str),
+            OpenApiParameter("hub.verify_token", str),
+            OpenApiParameter("hub.challenge", str),
+        ],
+        responses={
+            (200, "text/plain"): OpenApiResponse(str, description="The echoed challenge."),
+            403: ERROR_BODY,
+            404: ERROR_BODY,
+            405: ERROR_BODY,
+            503: ERROR_BODY,
+        },
+        auth=[],
+    )
     def get(self, request: Request, source: str) -> HttpResponse:
         config, scheme = ingest.get_source(source)
         inbound = _inbound(request._request, b"", config.public_url)
@@ -86,7 +172,20 @@ class HealthView(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
     metadata_class = None
+    schema = AutoSchema()
 
+    @documented(
+        summary="Health",
+        responses={
+            200: inline_serializer(
+                "Health", {"database": serializers.CharField(), "queue": serializers.DictField()}
+            ),
+            503: inline_serializer(
+                "Unhealthy", {"database": serializers.CharField(), "queue": serializers.DictField()}
+            ),
+        },
+        auth=[],
+    )
     def get(self, request: Request) -> HttpResponse:
         body: dict[str, Any] = {}
         status = 200

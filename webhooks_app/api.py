@@ -1,0 +1,116 @@
+"""The staff-only REST API (list, detail, replay) and its OpenAPI schema.
+
+The views carry drf-spectacular's ``AutoSchema`` themselves, so a host project needs no
+``DEFAULT_SCHEMA_CLASS`` setting for ``/webhooks/api/schema/`` to work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.urls import include, path, reverse
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, inline_serializer
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework import mixins, permissions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from webhooks_app import services
+from webhooks_app.models import EventStatus, WebhookEvent
+from webhooks_app.openapi import documented
+
+
+class StaffWithModelPermission(permissions.BasePermission):
+    """Staff only, and the model permission for the action: view to read, change to replay."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated and user.is_staff):
+            return False
+        needed = "change" if view.action == "replay" else "view"
+        return bool(user.has_perm(f"webhooks_app.{needed}_webhookevent"))
+
+
+class EventPagination(CursorPagination):
+    """Cursor pagination: constant cost on any page of a large table (no COUNT, no OFFSET)."""
+
+    ordering = ("-received_at", "-id")
+    page_size = 50
+    max_page_size = 500
+    page_size_query_param = "page_size"
+
+
+class WebhookEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookEvent
+        fields = [
+            "id", "source", "webhook_id", "event_type", "workflow_name", "status", "attempts",
+            "payload", "headers", "result", "error", "history",
+            "received_at", "started_at", "finished_at", "next_attempt_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+FILTERS = [
+    OpenApiParameter("status", str, enum=EventStatus.values, description="Only this status."),
+    OpenApiParameter("source", str, description="Only this source."),
+    OpenApiParameter("workflow", str, description="Only this workflow name."),
+]
+
+
+class WebhookEventViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[WebhookEvent]
+):
+    """Received events, newest first."""
+
+    schema = AutoSchema()
+    serializer_class = WebhookEventSerializer
+    permission_classes = [StaffWithModelPermission]
+    pagination_class = EventPagination
+
+    def get_queryset(self) -> QuerySet[WebhookEvent]:
+        events = WebhookEvent.objects.all()
+        params = self.request.query_params
+        for param, field in (
+            ("status", "status"),
+            ("source", "source"),
+            ("workflow", "workflow_name"),
+        ):
+            if value := params.get(param):
+                events = events.filter(**{field: value})
+        return events
+
+    @documented(parameters=FILTERS)
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @documented(
+        request=None,
+        responses=inline_serializer("Replayed", {"replayed": serializers.IntegerField()}),
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request: Request, pk: str | None = None) -> Response:
+        """Run the event's workflow once more (running and ignored events are left alone)."""
+        event = self.get_object()
+        return Response(
+            {"replayed": services.replay_events(WebhookEvent.objects.filter(pk=event.pk))}
+        )
+
+
+class SchemaView(SpectacularAPIView):
+    """``GET /webhooks/api/schema/``: this app's endpoints only, at the prefix the host chose."""
+
+    schema = None  # not part of the schema itself
+    custom_settings = {
+        "TITLE": "webhooks_app",
+        "DESCRIPTION": "Receiving endpoints and the staff API.",
+    }
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        prefix = reverse("webhooks_app:health").removesuffix("health/").lstrip("/")
+        self.patterns = [path(prefix, include("webhooks_app.urls"))]
+        return super().get(request, *args, **kwargs)
