@@ -113,7 +113,11 @@ class Server(Process):
             ],
             env or subprocess_env(),
         )  # fmt: skip
-        wait_until(self._ready, timeout=30, interval=0.2)
+        try:
+            wait_until(self._ready, timeout=30, interval=0.2)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def _ready(self) -> bool:
         if self.popen.poll() is not None:
