@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.urls import include, path, reverse
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
@@ -55,6 +55,17 @@ class WebhookEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def ERROR(description: str) -> OpenApiResponse:  # noqa: N802 - reads like a constant
+    return OpenApiResponse(
+        inline_serializer("ApiError", {"detail": serializers.CharField()}), description=description
+    )
+
+
+REFUSALS = {
+    401: ERROR("Not logged in."),
+    403: ERROR("Not staff, or without the model permission."),
+}
+
 FILTERS = [
     OpenApiParameter("status", str, enum=EventStatus.values, description="Only this status."),
     OpenApiParameter("source", str, description="Only this source."),
@@ -84,13 +95,28 @@ class WebhookEventViewSet(
                 events = events.filter(**{field: value})
         return events
 
-    @documented(parameters=FILTERS)
+    @documented(
+        parameters=FILTERS,
+        responses={
+            200: WebhookEventSerializer(many=True),
+            **REFUSALS,
+            404: ERROR("Invalid cursor."),
+        },
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
+    @documented(responses={200: WebhookEventSerializer, **REFUSALS, 404: ERROR("No such event.")})
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().retrieve(request, *args, **kwargs)
+
     @documented(
         request=None,
-        responses=inline_serializer("Replayed", {"replayed": serializers.IntegerField()}),
+        responses={
+            200: inline_serializer("Replayed", {"replayed": serializers.IntegerField()}),
+            **REFUSALS,
+            404: ERROR("No such event."),
+        },
     )
     @action(detail=True, methods=["post"])
     def replay(self, request: Request, pk: str | None = None) -> Response:
