@@ -14,7 +14,6 @@ import requests
 import schemathesis
 from django.contrib.auth.models import User
 from hypothesis import HealthCheck, given, settings
-
 from schemathesis.specs.openapi.checks import ignored_auth
 
 from tests.conftest import sign

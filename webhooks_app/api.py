@@ -55,15 +55,15 @@ class WebhookEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def ERROR(description: str) -> OpenApiResponse:  # noqa: N802 - reads like a constant
+def api_error(description: str) -> OpenApiResponse:
     return OpenApiResponse(
         inline_serializer("ApiError", {"detail": serializers.CharField()}), description=description
     )
 
 
 REFUSALS = {
-    401: ERROR("Not logged in."),
-    403: ERROR("Not staff, or without the model permission."),
+    401: api_error("Not logged in."),
+    403: api_error("Not staff, or without the model permission."),
 }
 
 FILTERS = [
@@ -100,13 +100,15 @@ class WebhookEventViewSet(
         responses={
             200: WebhookEventSerializer(many=True),
             **REFUSALS,
-            404: ERROR("Invalid cursor."),
+            404: api_error("Invalid cursor."),
         },
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @documented(responses={200: WebhookEventSerializer, **REFUSALS, 404: ERROR("No such event.")})
+    @documented(
+        responses={200: WebhookEventSerializer, **REFUSALS, 404: api_error("No such event.")}
+    )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().retrieve(request, *args, **kwargs)
 
@@ -115,7 +117,7 @@ class WebhookEventViewSet(
         responses={
             200: inline_serializer("Replayed", {"replayed": serializers.IntegerField()}),
             **REFUSALS,
-            404: ERROR("No such event."),
+            404: api_error("No such event."),
         },
     )
     @action(detail=True, methods=["post"])
