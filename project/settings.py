@@ -113,6 +113,20 @@ if os.environ.get("REDIS_URL"):
 else:
     Q_CLUSTER["orm"] = "default"
 
+# A cache shared by all processes: django-q2 clusters publish their state through it (the ORM
+# broker), so /webhooks/health/ and the dashboard can see them.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ["REDIS_URL"],
+    }
+    if os.environ.get("REDIS_URL")
+    else {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "cache"),
+    }
+}
+
 WEBHOOKS: dict[str, Any] = {
     # Secrets come from the environment: WEBHOOK_SECRET_GENERIC or WEBHOOK_SECRET_DEFAULT.
     "SOURCES": {"generic": {"SCHEME": "generic"}},

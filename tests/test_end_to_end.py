@@ -122,3 +122,13 @@ def test_a_workflow_over_the_timeout_is_a_failed_attempt_and_retried(server, clu
     assert [entry["outcome"] for entry in event.history] == ["failed"] * max_attempts
     assert "exceeded maximum timeout" in event.error
     assert all(4 <= entry["duration_ms"] / 1000 < 10 for entry in event.history)
+
+
+def test_health_sees_the_running_cluster(server, cluster):
+    def clusters():
+        status, body, _ = server.request("GET", "/webhooks/health/")
+        assert status == 200 and body["database"] == "ok"
+        return body["queue"]["clusters"]
+
+    running = wait_until(clusters, timeout=20, interval=0.5)
+    assert running[0]["workers"] == 2

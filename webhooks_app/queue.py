@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
 from django_q.models import Schedule
+from django_q.status import Stat
 from django_q.tasks import async_task
 
 logger = logging.getLogger("webhooks_app")
@@ -135,6 +136,12 @@ def queue_info() -> dict[str, Any]:
     try:
         # Even building the ORM broker touches the database: both belong inside the try.
         info["queued"] = broker().queue_size()
+        # Clusters publish their state to the broker (Redis) or to the Django cache (ORM):
+        # with a per-process cache such as LocMemCache, none is visible from the web process.
+        info["clusters"] = [
+            {"id": str(stat.cluster_id), "status": str(stat.status), "workers": len(stat.workers)}
+            for stat in Stat.get_all(broker=broker())
+        ]
     except Exception:
         info["queued"] = None
         info["error"] = "broker unreachable"
