@@ -90,3 +90,23 @@ def test_anonymous_is_sent_to_login(client):
     response = client.get(reverse("admin:webhooks_app_webhookevent_changelist"))
     assert response.status_code == 302
     assert "/login/" in response["Location"]
+
+
+def test_changelist_counts_are_capped_and_queries_bounded(
+    admin_client, django_assert_max_num_queries, monkeypatch
+):
+    from webhooks_app.admin import CappedCountPaginator
+
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 5)
+    WebhookEvent.objects.bulk_create(
+        WebhookEvent(
+            source="generic", webhook_id=f"n{i}", workflow_name="record", status="succeeded"
+        )
+        for i in range(20)
+    )
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    with django_assert_max_num_queries(12):
+        response = admin_client.get(url)
+    assert response.context["cl"].result_count == 6  # CAP + 1: "more than five"
+    with django_assert_max_num_queries(12):
+        assert admin_client.get(url + "?status__exact=succeeded&source=generic").status_code == 200
