@@ -12,6 +12,7 @@ from django.conf import settings
 from tests.conftest import envelope, sign
 from tests.processes import wait_until
 from tests.testapp.models import Execution
+from webhooks_app import services
 from webhooks_app.models import EventStatus, WebhookEvent
 
 pytestmark = pytest.mark.process
@@ -82,6 +83,23 @@ def test_failing_workflow_is_dead_after_max_attempts(server, cluster, settings):
     assert [entry["outcome"] for entry in event.history] == ["failed"] * max_attempts
     assert "ValueError: boom on attempt" in event.error
     assert Execution.objects.filter(webhook_id="e2e-poison").count() == max_attempts
+
+    # Dead stays dead: a later event drains through the same cluster, the poison does not run.
+    post_signed(server, envelope("record", "after-poison"))
+    wait_until(lambda: event_status("after-poison") == EventStatus.SUCCEEDED, timeout=30)
+    assert Execution.objects.filter(webhook_id="e2e-poison").count() == max_attempts
+
+    # Replay runs it exactly once more (and, failing again, it is dead again).
+    assert services.replay_events(WebhookEvent.objects.filter(webhook_id="e2e-poison")) == 1
+    wait_until(
+        lambda: WebhookEvent.objects.filter(
+            webhook_id="e2e-poison", status=EventStatus.DEAD, attempts=max_attempts + 1
+        ).exists(),
+        timeout=30,
+    )
+    post_signed(server, envelope("record", "after-replay"))
+    wait_until(lambda: event_status("after-replay") == EventStatus.SUCCEEDED, timeout=30)
+    assert Execution.objects.filter(webhook_id="e2e-poison").count() == max_attempts + 1
 
 
 def test_github_push_runs_once_and_a_redelivery_is_a_duplicate(server, cluster):
