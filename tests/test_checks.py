@@ -91,28 +91,25 @@ def test_levels_follow_the_ids():
     assert message("W001").level == django_checks.WARNING
 
 
+def manage_py_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_manage_py_check_reports_a_missing_secret_and_fails():
     """The real command, in the demo project with no secret in the environment."""
     env = subprocess_env(DJANGO_SETTINGS_MODULE="project.settings")
     for name in [n for n in env if n.startswith("WEBHOOK_SECRET_")]:
         del env[name]
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_py_check(env)
     assert result.returncode != 0
     assert "webhooks_app.E003" in result.stderr
     env["WEBHOOK_SECRET_GENERIC"] = "a-long-enough-secret-for-the-demo-1234"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_py_check(env)
     assert result.returncode == 0, result.stderr

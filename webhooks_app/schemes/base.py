@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import InvalidJSON, InvalidPayload, MethodNotAllowed
+from webhooks_app.exceptions import InvalidJSON, InvalidPayload, InvalidSignature, MethodNotAllowed
 
 #: Deeper JSON than this is refused (400): real webhook payloads nest about ten levels, and
 #: deep nesting is a denial-of-service shape (stdlib ``json`` raises ``RecursionError``).
@@ -107,6 +107,31 @@ def any_digest_matches(provided: bytes, expected: Iterable[bytes]) -> bool:
     for candidate in expected:
         matched |= hmac.compare_digest(provided, candidate)
     return matched
+
+
+def verify_hex_sha256(
+    value: str,
+    message: bytes,
+    secrets: Sequence[str],
+    *,
+    prefix: str,
+    prefix_optional: bool = False,
+) -> None:
+    """``<prefix><hex HMAC-SHA256(secret, message)>`` for one of ``secrets``, else ``InvalidSignature``.
+
+    The prefix is matched case-insensitively, the hex in either case. Every candidate is
+    computed and compared even for a malformed value, so the time taken does not tell which
+    check failed.
+    """
+    value = value.strip()
+    if value[: len(prefix)].lower() == prefix:
+        value = value[len(prefix) :]
+    elif not prefix_optional:
+        value = ""
+    provided = unhex(value) if len(value) == 64 else None
+    expected = [hmac_sha256(secret.encode(), message) for secret in secrets]
+    if not any_digest_matches(provided or b"", expected) or provided is None:
+        raise InvalidSignature()
 
 
 def unhex(value: str) -> bytes | None:

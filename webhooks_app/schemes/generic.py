@@ -8,16 +8,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
+from webhooks_app.exceptions import InvalidPayload, MissingSignature
 from webhooks_app.schemes.base import (
     Delivery,
     InboundRequest,
     Scheme,
-    any_digest_matches,
     hmac_sha256,
     parse_json_object,
-    unhex,
     validate_webhook_id,
+    verify_hex_sha256,
 )
 
 SIGNATURE_HEADER = "x-webhook-signature"
@@ -37,15 +36,7 @@ class GenericScheme(Scheme):
             raise MissingSignature(
                 f"Send the X-Webhook-Signature header: {_PREFIX}<hex HMAC-SHA256>."
             )
-        value = header.strip()
-        if value[: len(_PREFIX)].lower() == _PREFIX:
-            value = value[len(_PREFIX) :]
-        provided = unhex(value) if len(value) == 64 else None
-        # Every candidate is computed over the raw bytes and compared, even for a malformed
-        # header, so the time taken does not tell which check failed.
-        expected = [hmac_sha256(secret.encode(), request.body) for secret in secrets]
-        if not any_digest_matches(provided or b"", expected) or provided is None:
-            raise InvalidSignature()
+        verify_hex_sha256(header, request.body, secrets, prefix=_PREFIX, prefix_optional=True)
 
     def parse(self, request: InboundRequest) -> Delivery:
         body = parse_json_object(request.body)

@@ -22,17 +22,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
+from webhooks_app.exceptions import InvalidPayload, MissingSignature
 from webhooks_app.schemes.base import (
     Delivery,
     InboundRequest,
     Scheme,
-    any_digest_matches,
     hmac_sha256,
     parse_form,
     parse_json_object,
-    unhex,
     validate_webhook_id,
+    verify_hex_sha256,
 )
 
 SIGNATURE_HEADER = "x-hub-signature-256"
@@ -41,7 +40,6 @@ EVENT_HEADER = "x-github-event"
 DELIVERY_HEADER = "x-github-delivery"
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _PREFIX = "sha256="
-_DIGEST_HEX_LENGTH = 64
 
 
 class GitHubScheme(Scheme):
@@ -72,18 +70,7 @@ class GitHubScheme(Scheme):
                 "Send X-Hub-Signature-256 (set a secret on the GitHub webhook); "
                 "the SHA-1 X-Hub-Signature alone is not accepted."
             )
-        value = header.strip()
-        provided = None
-        if (
-            value[: len(_PREFIX)].lower() == _PREFIX
-            and len(value) == len(_PREFIX) + _DIGEST_HEX_LENGTH
-        ):
-            provided = unhex(value[len(_PREFIX) :])
-        # Every candidate is computed and compared even for a malformed header, so the time
-        # taken does not tell which check failed.
-        expected = [hmac_sha256(secret.encode(), request.body) for secret in secrets]
-        if not any_digest_matches(provided or b"", expected) or provided is None:
-            raise InvalidSignature()
+        verify_hex_sha256(header, request.body, secrets, prefix=_PREFIX)
 
     def parse(self, request: InboundRequest) -> Delivery:
         payload = _payload(request)
