@@ -21,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connectio
 from django.utils import timezone
 
 from webhooks_app import queue, registry, signals, tasks
-from webhooks_app.conf import SourceConfig, webhook_settings
+from webhooks_app.conf import SourceConfig, env_secret_name, webhook_settings
 from webhooks_app.exceptions import (
     NotConfigured,
     PayloadTooLarge,
@@ -96,7 +96,7 @@ def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Ou
         if not source.secrets:
             raise NotConfigured(
                 f"Set WEBHOOKS['SOURCES'][{source.name!r}]['SECRETS'] or the environment "
-                f"variable WEBHOOK_SECRET_{source.name.upper()}."
+                f"variable {env_secret_name(source.name)}."
             )
         scheme.verify(
             request, source.secrets, now=time.time(), tolerance=source.timestamp_tolerance
