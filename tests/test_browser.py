@@ -88,11 +88,11 @@ def test_operator_finds_replays_and_purges_a_failed_event(server, cluster, brows
 
     # Purge the succeeded one through the confirmation page.
     page.check(f"input[name=_selected_action][value='{broken.pk}']")
-    page.select_option("select[name=action]", "delete_selected")
+    page.select_option("select[name=action]", "purge")
     page.click("button[name=index]")
-    page.wait_for_selector("text=Are you sure")
-    page.click("input[type=submit]")
-    page.wait_for_selector("text=Successfully deleted 1")
+    page.wait_for_selector("text=Are you sure you want to purge 1 webhook event?")
+    page.click("input[value='Yes, purge']")
+    page.wait_for_selector("text=Purged 1 event(s).")
     assert not WebhookEvent.objects.filter(pk=broken.pk).exists()
 
     # The dashboard, reached from the list, with its chart.

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -74,7 +75,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     change_list_template = "admin/webhooks_app/webhookevent/change_list.html"
-    actions = ["replay", "delete_selected"]
+    actions = ["replay", "purge"]
     fields = DETAIL_FIELDS
     readonly_fields = DETAIL_FIELDS
 
@@ -92,16 +93,36 @@ class WebhookEventAdmin(admin.ModelAdmin):
             obj.get_status_display(),
         )
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """Django's delete action (with its confirmation page), under the contract's name."""
-        actions = super().get_actions(request)
-        if (delete := actions.get("delete_selected")) is not None:
-            func, name, _ = delete
-            actions["delete_selected"] = (func, name, "Purge selected events")
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        """*Purge* replaces Django's *Delete selected*, which would load every row it deletes.
+
+        ``action_location`` exists from Django 6.1 on; it is passed on only when given.
+        """
+        extra = () if action_location is None else (action_location,)
+        actions = super().get_actions(request, *extra)
+        actions.pop("delete_selected", None)
         return actions
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
         services.purge_events(queryset)
+
+    @admin.action(description="Purge selected events", permissions=["delete"])
+    def purge(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> HttpResponse | None:
+        """Ask first (a confirmation page, POST + CSRF), then delete through the purge service."""
+        if request.POST.get("post") == "yes":
+            count = services.purge_events(queryset)
+            self.message_user(request, f"Purged {count} event(s).", messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Purge webhook events?",
+            "opts": self.opts,
+            "count": queryset.count(),
+            "sample": list(queryset.order_by("-received_at")[:PURGE_SAMPLE]),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+        }
+        return TemplateResponse(request, "admin/webhooks_app/purge_confirmation.html", context)
 
     @admin.display(description="payload")
     def pretty_payload(self, obj: WebhookEvent) -> str:
@@ -170,6 +191,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 
 DASHBOARD_REFRESH_SECONDS = 30
+PURGE_SAMPLE = 20
 
 
 @admin.register(Dashboard)
