@@ -8,11 +8,13 @@ with plain data (``shared/vectors``) and are safe to reuse outside a view.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import hmac
 import json
 import math
+import re
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -107,6 +109,41 @@ def any_digest_matches(provided: bytes, expected: Iterable[bytes]) -> bool:
     for candidate in expected:
         matched |= hmac.compare_digest(provided, candidate)
     return matched
+
+
+#: Unix seconds as ASCII digits; 15 digits is far beyond any real clock and bounds ``int()``.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
+
+
+def check_timestamp(value: str | None, *, now: float, tolerance: int, header: str) -> str:
+    """A signed timestamp, as sent: digits only, within ``tolerance`` of ``now`` both ways.
+
+    Both directions: a far-future timestamp would keep a captured request replayable for as
+    long as it stays "not too old". Returned verbatim, because it is signed verbatim.
+    """
+    if value is None or not _UNIX_SECONDS.fullmatch(value):
+        raise InvalidSignature(f"{header} must be an integer (Unix seconds).")
+    if abs(now - int(value)) > tolerance:
+        raise InvalidSignature(f"{header} is outside the tolerance window.")
+    return value
+
+
+def secret_token_matches(provided: str, secrets: Sequence[str]) -> bool:
+    """Plain shared tokens (Telegram, GitLab) compared in constant time.
+
+    Both sides are hashed first, so neither the comparison nor its length reveals anything.
+    """
+    digest = hashlib.sha256(provided.encode("utf-8", "surrogateescape")).digest()
+    return any_digest_matches(digest, [hashlib.sha256(s.encode()).digest() for s in secrets])
+
+
+def decode_base64_digest(value: str, size: int) -> bytes | None:
+    """Strict base64 of a ``size``-byte digest (Shopify, Twilio); ``None`` if malformed."""
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest if len(digest) == size else None
 
 
 def verify_hex_sha256(
