@@ -5,6 +5,7 @@ import hmac
 import json
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,3 +99,12 @@ def cluster(transactional_db: None) -> Iterator[Any]:
     process = Cluster()
     yield process
     process.stop()
+
+
+VECTORS = Path(__file__).resolve().parent / "vectors" / "vectors.json"
+
+
+def load_vectors(provider: str) -> list[dict[str, Any]]:
+    """The provider's published vectors (a copy of shared/vectors, kept in the repository)."""
+    vectors: list[dict[str, Any]] = json.loads(VECTORS.read_text(encoding="utf-8"))[provider]
+    return vectors

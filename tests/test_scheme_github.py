@@ -4,38 +4,20 @@ delivery and event headers, form-encoded deliveries and what is stored."""
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 
+from tests.conftest import load_vectors
 from tests.scheme_cases import RoutedSchemeContract, SignedRequest
 from webhooks_app.exceptions import InvalidJSON, InvalidPayload, InvalidSignature, MissingSignature
 from webhooks_app.ingest import stored_headers
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest, get_scheme
 from webhooks_app.schemes.github import GitHubScheme
-
-
-def load_vectors(provider: str) -> list[dict[str, Any]]:
-    """``provider``'s known-answer vectors: ``$WEBHOOKS_VECTORS``, else the repository's
-    ``tests/vectors/vectors.json``, else the shared ``../shared/vectors/vectors.json``.
-    ``[]`` (the vector tests are skipped) when none of them exists."""
-    if override := os.environ.get("WEBHOOKS_VECTORS"):  # a wrong path fails loudly
-        return json.loads(Path(override).read_text(encoding="utf-8"))[provider]
-    here = Path(__file__).resolve()
-    for path in (
-        here.parent / "vectors" / "vectors.json",
-        here.parents[2] / "shared" / "vectors" / "vectors.json",
-    ):
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))[provider]
-    return []
-
 
 SCHEME = GitHubScheme()
 

@@ -7,16 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.conftest import load_vectors
 from tests.scheme_cases import SignedRequest, TimestampedSchemeContract
 from webhooks_app.exceptions import (
     InvalidJSON,
@@ -28,23 +26,6 @@ from webhooks_app.exceptions import (
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest, get_scheme
 from webhooks_app.schemes.standard import StandardWebhooksScheme, signing_key
-
-
-def load_vectors(provider: str) -> list[dict[str, Any]]:
-    """``provider``'s known-answer vectors: ``$WEBHOOKS_VECTORS``, else the repository's
-    ``tests/vectors/vectors.json``, else the shared ``../shared/vectors/vectors.json``.
-    ``[]`` (the vector tests are skipped) when none of them exists."""
-    if override := os.environ.get("WEBHOOKS_VECTORS"):  # a wrong path fails loudly
-        return json.loads(Path(override).read_text(encoding="utf-8"))[provider]
-    here = Path(__file__).resolve()
-    for path in (
-        here.parent / "vectors" / "vectors.json",
-        here.parents[2] / "shared" / "vectors" / "vectors.json",
-    ):
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))[provider]
-    return []
-
 
 SCHEME = StandardWebhooksScheme()
 TOLERANCE = 300

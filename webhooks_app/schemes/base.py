@@ -21,7 +21,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import InvalidJSON, InvalidPayload, InvalidSignature, MethodNotAllowed
+from webhooks_app.exceptions import (
+    InvalidJSON,
+    InvalidPayload,
+    InvalidSignature,
+    MethodNotAllowed,
+    MissingSignature,
+)
 
 #: Deeper JSON than this is refused (400): real webhook payloads nest about ten levels, and
 #: deep nesting is a denial-of-service shape (stdlib ``json`` raises ``RecursionError``).
@@ -268,11 +274,8 @@ def validate_webhook_id(value: object, *, where: str = "webhook_id") -> str:
     return value
 
 
-def parse_form(body: bytes) -> dict[str, str]:
-    """Strict ``application/x-www-form-urlencoded`` (Twilio, Slack slash commands).
-
-    UTF-8 only; a repeated field is refused for the same reason as duplicate JSON keys.
-    """
+def form_pairs(body: bytes) -> list[tuple[str, str]]:
+    """Strict ``application/x-www-form-urlencoded``: UTF-8 only, storable strings only."""
     try:
         pairs = urllib.parse.parse_qsl(
             body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), errors="strict"
@@ -281,10 +284,38 @@ def parse_form(body: bytes) -> dict[str, str]:
         raise InvalidJSON("The body is not valid UTF-8.") from None
     except ValueError as exc:
         raise InvalidPayload(f"The form body is malformed: {exc}.") from None
+    for key, value in pairs:
+        _check_string(key)
+        _check_string(value)
+    return pairs
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """A form whose fields each appear once (Slack): a repeated one is refused, for the same
+    reason as duplicate JSON keys. (Twilio repeats fields on purpose: it uses ``form_pairs``.)
+    """
+    pairs = form_pairs(body)
     form = dict(pairs)
     if len(form) != len(pairs):
         raise InvalidPayload("The form body repeats a field.")
-    for key, value in form.items():
-        _check_string(key)
-        _check_string(value)
     return form
+
+
+class SharedTokenScheme(Scheme):
+    """Senders that authenticate with a shared token in a header instead of a MAC (Telegram,
+    GitLab). The token proves who sent the request, not that the body is intact: use HTTPS."""
+
+    token_header: ClassVar[str]
+    missing_detail: ClassVar[str]
+
+    def verify(
+        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
+    ) -> None:
+        token = request.header(self.token_header)
+        if token is None:
+            raise MissingSignature(self.missing_detail)
+        if not secret_token_matches(token, secrets):
+            raise InvalidSignature("The secret token does not match.")
+
+    def token_headers(self, secret: str) -> dict[str, str]:
+        return {self.token_header: secret}
