@@ -12,7 +12,8 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,8 @@ from django.utils import timezone
 from webhooks_app import queue, registry, signals, tasks
 from webhooks_app.conf import SourceConfig, env_secret_name, webhook_settings
 from webhooks_app.exceptions import (
+    InvalidPayload,
+    InvalidSignature,
     NotConfigured,
     PayloadTooLarge,
     Unavailable,
@@ -98,16 +101,36 @@ def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Ou
                 f"Set WEBHOOKS['SOURCES'][{source.name!r}]['SECRETS'] or the environment "
                 f"variable {env_secret_name(source.name)}."
             )
-        scheme.verify(
-            request, source.secrets, now=time.time(), tolerance=source.timestamp_tolerance
-        )
-    delivery = scheme.parse(request)
+        with _scheme_errors_become(InvalidSignature, source):
+            scheme.verify(
+                request, source.secrets, now=time.time(), tolerance=source.timestamp_tolerance
+            )
+    with _scheme_errors_become(InvalidPayload, source):
+        delivery = scheme.parse(request)
     if delivery.reply is not None:
         return Outcome(200, dict(delivery.reply))
     workflow_name = delivery.workflow_name or source.route(delivery.event_type)
     if workflow_name is not None and not registry.is_registered(workflow_name):
         raise UnknownWorkflow(f"No workflow is registered as {printable(workflow_name)!r}.")
     return store(source, scheme, delivery, workflow_name, request.headers)
+
+
+@contextmanager
+def _scheme_errors_become(error: type[WebhookError], source: SourceConfig) -> Iterator[None]:
+    """A scheme that crashes (a bug in a project's own scheme, say) refuses the request with
+    ``error`` instead of answering 500 with a traceback; the crash is logged for its author."""
+    try:
+        yield
+    except WebhookError:
+        raise
+    except Exception:
+        logger.exception(
+            "The %r scheme of source %s crashed; answered %s.",
+            source.scheme,
+            source.name,
+            error.error,
+        )
+        raise error() from None
 
 
 def store(

@@ -1,0 +1,80 @@
+"""The scheme registry: built-ins by module, a project's own schemes, and crash containment."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from webhooks_app import checks
+from webhooks_app.schemes import Delivery, Scheme, get_scheme, register_scheme, scheme_names
+from webhooks_app.schemes.base import parse_json_object
+
+BUILTINS = {
+    "generic",
+    "standard",
+    "stripe",
+    "github",
+    "slack",
+    "shopify",
+    "whatsapp",
+    "telegram",
+    "twilio",
+    "gitlab",
+}
+
+
+class CrashingScheme(Scheme):
+    """A project's buggy scheme: crashes in verify on one header, in parse on a body field."""
+
+    def verify(self, request, secrets, *, now, tolerance):
+        if request.header("x-crash") == "verify":
+            raise KeyError("oops")
+
+    def parse(self, request):
+        body = parse_json_object(request.body)
+        return Delivery(webhook_id=body["id"], event_type="", payload=body)
+
+
+def test_every_contract_scheme_is_built_in():
+    assert scheme_names() >= BUILTINS
+    for name in BUILTINS:
+        assert isinstance(get_scheme(name), Scheme)
+
+
+def test_unknown_scheme_is_a_key_error():
+    with pytest.raises(KeyError):
+        get_scheme("nope")
+
+
+@pytest.mark.django_db
+@override_settings(
+    WEBHOOKS={
+        "SCHEMES": {"crashing": "tests.test_schemes.CrashingScheme"},
+        "SOURCES": {
+            "acme": {"SCHEME": "crashing", "SECRETS": ["s" * 30], "ROUTES": {"*": "record"}}
+        },
+    }
+)
+def test_a_project_scheme_from_settings_and_its_crashes_are_not_500(client, caplog):
+    caplog.set_level(logging.ERROR, logger="webhooks_app")
+    assert not [m for m in checks.check_sources() if m.id == "webhooks_app.E001"]
+    post = lambda body, **h: client.generic(
+        "POST", "/webhooks/acme/", body, CONTENT_TYPE="application/json", **h
+    )  # noqa: E731
+    assert post(b'{"id": "a1"}').status_code == 202
+    crashed = post(b'{"id": "a2"}', HTTP_X_CRASH="verify")
+    assert crashed.status_code == 401 and crashed.json()["error"] == "invalid_signature"
+    no_id = post(b'{"other": 1}')
+    assert no_id.status_code == 400 and no_id.json()["error"] == "invalid_payload"
+    assert "Traceback" not in no_id.content.decode()
+    assert "crashed" in caplog.text  # logged for the scheme's author
+
+
+def test_register_scheme_from_code():
+    register_scheme("crashing-too", CrashingScheme)
+    assert isinstance(get_scheme("crashing-too"), CrashingScheme)
+    assert "crashing-too" in scheme_names()
+    assert settings.WEBHOOKS  # the settings are untouched
