@@ -247,3 +247,39 @@ def test_parse_refuses(
 ) -> None:
     with pytest.raises(error):
         _parse(body, content_type, **headers)
+
+
+@pytest.mark.django_db
+def test_per_source_limit_admits_bodies_beyond_djangos_upload_limit(client):
+    """GitHub sends up to 25 MB; Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) is not in the way."""
+    from django.conf import settings as django_settings
+    from django.test import override_settings
+
+    body = json.dumps({"ref": "refs/heads/main", "blob": "x" * 3_000_000}).encode()
+    assert len(body) > django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    headers = {
+        "HTTP_X_HUB_SIGNATURE_256": SCHEME.sign(body, django_settings.SECRET_A)[
+            "X-Hub-Signature-256"
+        ],
+        "HTTP_X_GITHUB_EVENT": "push",
+        "HTTP_X_GITHUB_DELIVERY": "big-1",
+    }
+    source = {
+        "SCHEME": "github",
+        "SECRETS": [django_settings.SECRET_A],
+        "ROUTES": {"push": "record"},
+    }
+    with override_settings(
+        WEBHOOKS={"SOURCES": {"github": {**source, "MAX_BODY_BYTES": 25 * 1024 * 1024}}}
+    ):
+        assert (
+            client.generic(
+                "POST", "/webhooks/github/", body, CONTENT_TYPE="application/json", **headers
+            ).status_code
+            == 202
+        )
+    with override_settings(WEBHOOKS={"SOURCES": {"github": source}}):  # the 1 MiB default
+        response = client.generic(
+            "POST", "/webhooks/github/", body, CONTENT_TYPE="application/json", **headers
+        )
+        assert response.status_code == 413

@@ -61,9 +61,10 @@ def test_unknown_scheme_is_a_key_error():
 def test_a_project_scheme_from_settings_and_its_crashes_are_not_500(client, caplog):
     caplog.set_level(logging.ERROR, logger="webhooks_app")
     assert not [m for m in checks.check_sources() if m.id == "webhooks_app.E001"]
-    post = lambda body, **h: client.generic(
-        "POST", "/webhooks/acme/", body, CONTENT_TYPE="application/json", **h
-    )  # noqa: E731
+
+    def post(body, **h):
+        return client.generic("POST", "/webhooks/acme/", body, CONTENT_TYPE="application/json", **h)
+
     assert post(b'{"id": "a1"}').status_code == 202
     crashed = post(b'{"id": "a2"}', HTTP_X_CRASH="verify")
     assert crashed.status_code == 401 and crashed.json()["error"] == "invalid_signature"
