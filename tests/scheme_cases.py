@@ -195,10 +195,37 @@ class RoutedSchemeContract(SchemeContract):
         assert Execution.objects.count() == 0
 
 
+#: Timestamp values no scheme may accept or answer with a 500.
+MALFORMED_TIMESTAMPS = [
+    "",
+    "abc",
+    "1.5e9",
+    "-1",
+    "99999999999999999999",
+    " 1",
+    "\uff11\uff12\uff13",
+]  # the last: full-width digits
+
+
 class TimestampedSchemeContract(RoutedSchemeContract):
-    """For schemes that sign a timestamp: tolerance edges in both directions."""
+    """For schemes that sign a timestamp: tolerance edges in both directions, malformed values."""
 
     timestamped: ClassVar[bool] = True
+
+    def with_timestamp(self, request: SignedRequest, value: str) -> SignedRequest:
+        """``request`` with its timestamp replaced by ``value`` (default: a header of its own)."""
+        name = self.timestamp_header
+        request.headers = {
+            k: (value if k.lower() == name else v) for k, v in request.headers.items()
+        }
+        return request
+
+    timestamp_header: ClassVar[str] = ""
+
+    @pytest.mark.parametrize("value", MALFORMED_TIMESTAMPS)
+    def test_malformed_timestamp_is_401_never_500(self, value: str) -> None:
+        response = self.send(self.with_timestamp(self.good(), value))
+        self.assert_refused(response, 401, ("invalid_signature",))
 
     def test_timestamps_at_the_tolerance_edges(self) -> None:
         now = int(time.time())

@@ -64,6 +64,7 @@ class TestSlackScheme(TimestampedSchemeContract):
     scheme_name = "slack"
     routed_event = "app_mention"
     unrouted_event = "reaction_added"
+    timestamp_header = "x-slack-request-timestamp"
 
     def build(self, *, webhook_id, event_type, secret, timestamp=None):
         body = json.dumps(

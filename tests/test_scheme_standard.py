@@ -139,6 +139,7 @@ class TestStandardScheme(TimestampedSchemeContract):
     scheme_name = "standard"
     routed_event = "invoice.paid"
     unrouted_event = "invoice.voided"
+    timestamp_header = "webhook-timestamp"
 
     def build(
         self, *, webhook_id: str, event_type: str, secret: str, timestamp: int | None = None

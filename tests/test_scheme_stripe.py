@@ -112,6 +112,12 @@ class TestStripeScheme(TimestampedSchemeContract):
         body = json.dumps(event, indent=2).encode()
         return SignedRequest(body, StripeScheme().sign(body, secret, timestamp=timestamp))
 
+    def with_timestamp(self, request: SignedRequest, value: str) -> SignedRequest:
+        """Stripe's timestamp is the ``t=`` entry inside Stripe-Signature."""
+        header = request.headers["Stripe-Signature"]
+        request.headers["Stripe-Signature"] = f"t={value}," + header.split(",", 1)[1]
+        return request
+
 
 def test_registered_under_its_module_name() -> None:
     assert isinstance(get_scheme("stripe"), StripeScheme)
