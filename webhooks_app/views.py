@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import DatabaseError, connection
@@ -10,14 +11,18 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from webhooks_app import ingest, queue
+from webhooks_app.conf import SourceConfig
 from webhooks_app.exceptions import MethodNotAllowed, WebhookError
 from webhooks_app.openapi import documented
-from webhooks_app.schemes import InboundRequest
+from webhooks_app.schemes import InboundRequest, Scheme
 
 
 def error_response(error: WebhookError) -> JsonResponse:
@@ -29,15 +34,36 @@ def error_response(error: WebhookError) -> JsonResponse:
     return response
 
 
-def _inbound(request: HttpRequest, body: bytes, public_url: str) -> InboundRequest:
+def _inbound(
+    request: HttpRequest,
+    body: bytes,
+    config: SourceConfig,
+    scheme: Scheme,
+    *,
+    with_query: bool = False,
+) -> InboundRequest:
+    """The scheme's view of the request; the URL and query only for schemes that use them."""
     return InboundRequest(
         body=body,
         headers={name.lower(): value for name, value in request.headers.items()},
         # URL-signing schemes (Twilio) need the URL the sender saw: behind a proxy that is
         # PUBLIC_URL, or the Host/X-Forwarded-Host Django trusts (USE_X_FORWARDED_HOST).
-        url=public_url or request.build_absolute_uri(),
-        query=request.GET.dict(),
+        url=(config.public_url or request.build_absolute_uri()) if scheme.signs_url else "",
+        query=request.GET.dict() if with_query else {},
     )
+
+
+class FirstRendererNegotiation(BaseContentNegotiation):
+    """The webhook views answer JSON whatever ``Accept`` says: no negotiation per request."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> None:
+        return None
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 ERROR_BODY = inline_serializer(
@@ -117,6 +143,11 @@ class WebhookView(APIView):
     permission_classes = [AllowAny]
     metadata_class = None
     schema = AutoSchema()
+    # The raw body is read straight from the stream; DRF's parsers and negotiation would only
+    # cost time on the hot path (measured: bench/RESULTS.md).
+    parser_classes: list[Any] = []
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = FirstRendererNegotiation
 
     @RECEIVE_SCHEMA
     def post(self, request: Request, source: str) -> HttpResponse:
@@ -126,7 +157,7 @@ class WebhookView(APIView):
         # Read at most one byte past the limit straight from the stream: neither Django's
         # DATA_UPLOAD_MAX_MEMORY_SIZE nor a lying Content-Length decides how much we buffer.
         body = django_request.read(config.max_body_bytes + 1)
-        outcome = ingest.receive(config, scheme, _inbound(django_request, body, config.public_url))
+        outcome = ingest.receive(config, scheme, _inbound(django_request, body, config, scheme))
         return JsonResponse(outcome.body, status=outcome.status_code)
 
     @documented(
@@ -148,7 +179,7 @@ class WebhookView(APIView):
     )
     def get(self, request: Request, source: str) -> HttpResponse:
         config, scheme = ingest.get_source(source)
-        inbound = _inbound(request._request, b"", config.public_url)
+        inbound = _inbound(request._request, b"", config, scheme, with_query=True)
         return HttpResponse(ingest.handshake(config, scheme, inbound), content_type="text/plain")
 
     # DRF passes any HttpResponse through finalize_response; a JsonResponse skips its renderers.

@@ -75,6 +75,8 @@ class Scheme(ABC):
     signature_headers: ClassVar[frozenset[str]] = frozenset()
     #: Lower-case names of provider headers worth keeping with the event (ids, event types).
     stored_headers: ClassVar[frozenset[str]] = frozenset()
+    #: Whether ``verify`` reads ``request.url`` (Twilio signs it); others get ``""``.
+    signs_url: ClassVar[bool] = False
 
     @abstractmethod
     def verify(

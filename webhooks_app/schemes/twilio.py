@@ -86,6 +86,7 @@ class TwilioScheme(Scheme):
     media_types: ClassVar[frozenset[str]] = frozenset({FORM, "application/json"})
     signature_headers: ClassVar[frozenset[str]] = frozenset({SIGNATURE_HEADER})
     stored_headers: ClassVar[frozenset[str]] = frozenset({"i-twilio-idempotency-token"})
+    signs_url: ClassVar[bool] = True
 
     def verify(
         self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
