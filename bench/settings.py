@@ -17,5 +17,9 @@ ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "bench.urls"
 INSTALLED_APPS = [*INSTALLED_APPS, "bench"]
 WEBHOOKS = {"SOURCES": {"generic": {"SCHEME": "generic", "SECRETS": [BENCH_SECRET]}}}
-Q_CLUSTER = {**Q_CLUSTER, "name": os.environ.get("BENCH_QUEUE", "webhooks-bench"), "log_level": "WARNING"}
+Q_CLUSTER = {
+    **Q_CLUSTER,
+    "name": os.environ.get("BENCH_QUEUE", "webhooks-bench"),
+    "log_level": "WARNING",
+}
 LOGGING = {"version": 1, "disable_existing_loggers": True, "root": {"level": "ERROR"}}

@@ -79,6 +79,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "db.sqlite3"),
+            # Persistent connections: opening one (and running init_command) per request
+            # costs more than the request itself.
+            "CONN_MAX_AGE": 600,
             "OPTIONS": {
                 # IMMEDIATE: writers queue on the busy timeout instead of failing with
                 # "database is locked" when a read transaction tries to become a write one.
