@@ -362,3 +362,18 @@ def test_accepted_under_atomic_requests_is_committed(post_webhook, monkeypatch):
     monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
     assert post_webhook(envelope("record", "atomic-1")).status_code == 202
     assert WebhookEvent.objects.filter(webhook_id="atomic-1").exists()
+
+
+def test_a_connection_closed_mid_body_is_400_not_500(client):
+    class ClosedEarly:
+        def read(self, *args):
+            raise OSError("client went away")
+
+        readline = read
+
+    response = client.generic(
+        "POST", GENERIC_URL, b"", CONTENT_TYPE="application/json", CONTENT_LENGTH="100",
+        **{"wsgi.input": ClosedEarly(), "HTTP_X_WEBHOOK_SIGNATURE": "sha256=" + "0" * 64},
+    )  # fmt: skip
+    assert_error(response, 400, "invalid_payload")
+    assert_nothing_stored()

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import exceptions as drf_exceptions
@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from webhooks_app import ingest, queue
 from webhooks_app.conf import SourceConfig
-from webhooks_app.exceptions import MethodNotAllowed, WebhookError
+from webhooks_app.exceptions import InvalidPayload, MethodNotAllowed, WebhookError
 from webhooks_app.openapi import documented
 from webhooks_app.schemes import InboundRequest, Scheme
 
@@ -156,7 +156,12 @@ class WebhookView(APIView):
         ingest.check_content_length(config, django_request.META.get("CONTENT_LENGTH"))
         # Read at most one byte past the limit straight from the stream: neither Django's
         # DATA_UPLOAD_MAX_MEMORY_SIZE nor a lying Content-Length decides how much we buffer.
-        body = django_request.read(config.max_body_bytes + 1)
+        try:
+            body = django_request.read(config.max_body_bytes + 1)
+        except UnreadablePostError:
+            raise InvalidPayload(
+                "The body could not be read: the connection closed early."
+            ) from None
         outcome = ingest.receive(config, scheme, _inbound(django_request, body, config, scheme))
         return JsonResponse(outcome.body, status=outcome.status_code)
 
