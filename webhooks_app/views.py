@@ -48,9 +48,19 @@ def _inbound(
         headers={name.lower(): value for name, value in request.headers.items()},
         # URL-signing schemes (Twilio) need the URL the sender saw: behind a proxy that is
         # PUBLIC_URL, or the Host/X-Forwarded-Host Django trusts (USE_X_FORWARDED_HOST).
-        url=(config.public_url or request.build_absolute_uri()) if scheme.signs_url else "",
+        url=_signed_url(request, config.public_url) if scheme.signs_url else "",
         query=request.GET.dict() if with_query else {},
     )
+
+
+def _signed_url(request: HttpRequest, public_url: str) -> str:
+    """``PUBLIC_URL`` (scheme, host and path as the sender sees them) plus the query string as
+    received, which the sender may have signed too (Twilio's ``bodySHA256``). A ``PUBLIC_URL``
+    that carries a query of its own is used exactly as configured."""
+    if not public_url:
+        return request.build_absolute_uri()
+    query = request.META.get("QUERY_STRING", "")
+    return f"{public_url}?{query}" if query and "?" not in public_url else public_url
 
 
 class FirstRendererNegotiation(BaseContentNegotiation):
