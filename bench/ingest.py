@@ -1,220 +1,255 @@
-"""Ingest throughput: the app against the floors, same gunicorn, same sitting.
+"""Ingest throughput and latency: the app against two floors, same gunicorn, same sitting.
 
-    python -m bench.ingest [--leg sqlite|postgres|both] [--workers 2 4] [--duration 10] [--runs 3] [--smoke]
+    python -m bench.ingest [--leg sqlite|postgres|both] [--workers 2 4] [--duration 5]
+                           [--runs 3] [--connections 16] [--smoke] [--fail-on-5xx]
 
-Scenarios (wrk, 2 threads, 16 connections, every request pre-signed):
-  floor-bare     a plain Django view returning a small JSON body
-  floor-naive    the hand-written receiver (DRF, HMAC, get_or_create, async_task on commit), new ids
-  app-new        POST /webhooks/generic/, every delivery valid and new
-  app-duplicate  the same deliveries again: every one a duplicate
-  app-invalid    wrong signatures: refused before any database work
+Scenarios (wrk with bench/wrk.lua, every request pre-generated and signed; POST bodies of the
+same size everywhere):
+  floor-bare     a plain Django view returning a small JSON body: the framework's ceiling
+  floor-naive    the hand-written receiver (DRF, HMAC, get_or_create, async_task on commit);
+                 every delivery new
+  naive-pooled   informational: floor-naive passing one broker per process to async_task
+                 (without it django-q2 builds a broker, with Redis a connection, per call)
+  app-new        POST /webhooks/generic/, every delivery correctly signed and new
+  app-duplicate  correctly signed redeliveries of 500 stored events
+  app-invalid    wrong signature (refused with 401 before any database work)
   app-mix        70 % new, 20 % duplicate, 10 % invalid signature
-No qcluster runs: this measures durable acceptance; queued tasks wait in the broker.
-Prints a table per leg and worker count (medians of --runs) and one JSON line.
+
+Each run measures all of them back to back (so drift hits them alike); ratios are taken within a run
+and the medians over the runs are reported. No qcluster runs: this is durable acceptance, and the
+queue is emptied before every scenario. Prints a table per leg and worker count, then one JSON
+line. Exit status 0 unless something crashed (or, with --fail-on-5xx, the app answered a 5xx).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
+import math
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-0123456789abcdefghijklmnop"
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_DATABASE = "bench_webhooks"
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-THREADS, CONNECTIONS = 2, 16
-SCENARIOS = ["floor-bare", "floor-naive", "app-new", "app-duplicate", "app-invalid", "app-mix"]
+from bench.common import (
+    LEGS,
+    Gunicorn,
+    clear_queue,
+    drop_database,
+    envelope,
+    fresh_database,
+    leg_env,
+    legs_of,
+    median,
+    post,
+    post_signed,
+    signature,
+    terminate_on_sigterm,
+)
+
+WRK_SCRIPT = Path(__file__).with_name("wrk.lua")
+THREADS = 2
+GENERIC = "/webhooks/generic/"
+#: Stored before the runs; the duplicate scenarios redeliver these.
+WARM_IDS = 500
+#: Pre-generated requests per scenario: enough for this many requests/s (at least), and for
+#: twice the floor-bare rate of the same run.
+MIN_CAPACITY = 3000
 
 
-def envelope(webhook_id: str) -> bytes:
-    return json.dumps(
-        {"workflow_name": "noop", "inputs": {"n": 1}, "webhook_id": webhook_id}
-    ).encode()
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    pattern: tuple[str, ...]  # cycled per request: "new", "dup" (a stored id), "bad" (signature)
+    expected: frozenset[int]  # every other status is counted as unexpected
 
 
-def signed(body: bytes, valid: bool = True) -> str:
-    key = SECRET if valid else "not-the-secret"
-    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+MIX = ("new",) * 7 + ("dup",) * 2 + ("bad",)
+SCENARIOS = [
+    Scenario("floor-bare", "/floor/bare/", ("bare",), frozenset({200})),
+    Scenario("floor-naive", "/floor/naive/", ("new",), frozenset({202})),
+    # Informational: floor-naive with one django-q2 broker per process instead of one per call.
+    Scenario("naive-pooled", "/floor/naive-pooled/", ("new",), frozenset({202})),
+    Scenario("app-new", GENERIC, ("new",), frozenset({202})),
+    Scenario("app-duplicate", GENERIC, ("dup",), frozenset({200})),
+    Scenario("app-invalid", GENERIC, ("bad",), frozenset({401})),
+    Scenario("app-mix", GENERIC, MIX, frozenset({200, 202, 401})),
+]
+TARGETS = [
+    # (name, scenario, floor, goal)
+    ("new signed deliveries vs floor-naive", "app-new", "floor-naive", 1.2),
+    ("duplicates vs floor-bare", "app-duplicate", "floor-bare", 0.5),
+    ("invalid signatures vs floor-bare", "app-invalid", "floor-bare", 0.8),
+]
+
+
+# -- request files ---------------------------------------------------------------------------
 
 
 def lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def request_row(path: str, body: bytes, signature: str) -> str:
+def lua_row(path: str, body: bytes, signature_header: str) -> str:
     headers = (
-        f'{{["Content-Type"]="application/json", ["X-Webhook-Signature"]={lua_string(signature)}}}'
+        '{["Content-Type"]="application/json", '
+        f'["X-Webhook-Signature"]={lua_string(signature_header)}}}'
     )
     return f"{{{lua_string(path)}, {headers}, {lua_string(body.decode())}}}"
 
 
-def write_requests(prefix: Path, scenario: str, run: int, per_thread: int) -> None:
-    """One Lua file per wrk thread; "new" ids never repeat across threads, runs or scenarios."""
+def write_requests(prefix: Path, scenario: Scenario, tag: str, total: int) -> None:
+    """``prefix-<thread>.lua`` per wrk thread; a "new" id never repeats anywhere in a sitting."""
+    per_thread = max(1, math.ceil(total / THREADS))
+    if "new" not in scenario.pattern:
+        per_thread = min(per_thread, 1000)  # refused or duplicate: cycling changes nothing
     for thread in range(1, THREADS + 1):
         rows = []
         for i in range(per_thread):
-            fresh = f"{scenario}-{run}-{thread}-{i}"
-            if scenario == "floor-bare":
-                rows.append(request_row("/floor/bare/", b"{}", ""))
-            elif scenario == "floor-naive":
-                body = envelope(fresh)
-                rows.append(request_row("/floor/naive/", body, signed(body)))
+            kind = scenario.pattern[i % len(scenario.pattern)]
+            if kind == "dup":
+                # Thread t redelivers warm ids t, t+THREADS, ...: spread over all 500.
+                webhook_id = f"warm-{(i * THREADS + thread - 1) % WARM_IDS}"
             else:
-                kind = {"app-new": "new", "app-duplicate": "dup", "app-invalid": "bad"}.get(
-                    scenario
-                )
-                if kind is None:  # mix: 7 new, 2 duplicates, 1 invalid in every 10
-                    kind = ["new"] * 7 + ["dup"] * 2 + ["bad"]
-                    kind = kind[i % 10]
-                body = envelope(f"warm-{i % 100}" if kind == "dup" else fresh)
-                rows.append(
-                    request_row("/webhooks/generic/", body, signed(body, valid=kind != "bad"))
-                )
-        (prefix.parent / f"{prefix.name}-{thread}.lua").write_text(
-            "return {\n" + ",\n".join(rows) + "\n}\n"
-        )
+                webhook_id = f"{tag}-{scenario.name}-t{thread}-{i}"
+            body = envelope(webhook_id)
+            rows.append(lua_row(scenario.path, body, signature(body, valid=kind != "bad")))
+        Path(f"{prefix}-{thread}.lua").write_text("return {\n" + ",\n".join(rows) + "\n}\n")
 
 
-def leg_env(leg: str, var_dir: Path, queue: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(
-        DJANGO_SETTINGS_MODULE="bench.settings", BENCH_VAR_DIR=str(var_dir), BENCH_QUEUE=queue,
-        PYTHONPATH=str(REPO),
-    )  # fmt: skip
-    if leg == "postgres":
-        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_DATABASE
-        env["REDIS_URL"] = REDIS_URL
-    return env
+# -- measuring -------------------------------------------------------------------------------
 
 
-def fresh_database(leg: str, env: dict[str, str]) -> None:
-    if leg == "postgres":
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--run-syncdb", "-v0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-    )
-
-
-@contextmanager
-def gunicorn(env: dict[str, str], workers: int, port: int) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "project.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--log-level", "warning"],
-        cwd=REPO, env=env, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/floor/bare/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("gunicorn did not start")
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-
-
-def warm_duplicates(base: str) -> None:
-    """Store the 100 ids the duplicate scenarios repeat."""
+def warm_up(base: str) -> None:
+    """Store the ids the duplicate scenarios redeliver; touch every path in every worker."""
+    for i in range(WARM_IDS):
+        status = post_signed(base, f"warm-{i}")
+        if status != 202:
+            raise RuntimeError(f"warm-up delivery answered {status}, not 202")
     for i in range(100):
-        body = envelope(f"warm-{i}")
-        request = urllib.request.Request(
-            f"{base}/webhooks/generic/", data=body, method="POST",
-            headers={"Content-Type": "application/json", "X-Webhook-Signature": signed(body)},
-        )  # fmt: skip
-        urllib.request.urlopen(request, timeout=10).close()
+        for path in ("/floor/naive/", "/floor/naive-pooled/"):
+            post_signed(base, f"warm-naive-{uuid.uuid4().hex}-{i}", path=path)
+        body = envelope(f"warm-bad-{i}")
+        post(base, GENERIC, body, {"Content-Type": "application/json",
+                                   "X-Webhook-Signature": signature(body, valid=False)})  # fmt: skip
 
 
-def run_wrk(base: str, prefix: Path, duration: int) -> dict[str, Any]:
-    output = subprocess.run(
-        ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s", "-s", str(Path(__file__).with_name("wrk.lua")),
-         base, "--", str(prefix)],
-        capture_output=True, text=True, check=True, timeout=duration + 60,
-    ).stdout  # fmt: skip
-    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
-    return dict(json.loads(line.removeprefix("RESULT ")))
+def run_wrk(base: str, prefix: Path, duration: int, connections: int) -> dict[str, Any]:
+    completed = subprocess.run(
+        ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+         "-s", str(WRK_SCRIPT), base, "--", str(prefix)],
+        capture_output=True, text=True, check=True, timeout=duration + 120,
+    )  # fmt: skip
+    for line in completed.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+            result["rps"] = result["requests"] / result["seconds"]
+            result["statuses"] = {int(k): v for k, v in result["statuses"].items()}
+            return result
+    raise RuntimeError(f"wrk printed no RESULT line:\n{completed.stdout}\n{completed.stderr}")
 
 
-def measure(
-    leg: str, workers: int, duration: int, runs: int, per_thread: int
-) -> dict[str, dict[str, Any]]:
-    work = Path(tempfile.mkdtemp(prefix="webhooks-bench-"))
-    env = leg_env(leg, work, queue=f"bench-{os.getpid()}-{leg}-{workers}")
+def measure(leg: str, workers: int, duration: int, runs: int, connections: int) -> dict[str, Any]:
+    """One leg and worker count: fresh database, one gunicorn, ``runs`` rounds of every scenario."""
+    work = Path(tempfile.mkdtemp(prefix="webhooks-bench-ingest-"))
+    env = leg_env(leg, work, queue=f"bench-ingest-{uuid.uuid4().hex[:8]}")
+    sitting = uuid.uuid4().hex[:6]
+    per_run: list[dict[str, dict[str, Any]]] = []
     try:
         fresh_database(leg, env)
-        results: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
-        with gunicorn(env, workers, port=18000 + workers) as base:
-            warm_duplicates(base)
+        with Gunicorn(env, workers, work / "gunicorn.log") as server:
+            warm_up(server.base)
             for run in range(runs):
-                for scenario in SCENARIOS:  # interleaved, so drift hits every scenario alike
-                    prefix = work / f"{scenario}-{run}"
-                    write_requests(prefix, scenario, run, per_thread)
-                    results[scenario].append(run_wrk(base, prefix, duration))
-        return {scenario: median_of(rows) for scenario, rows in results.items()}
+                results: dict[str, dict[str, Any]] = {}
+                for scenario in SCENARIOS:
+                    bare = results.get("floor-bare", {}).get("rps", 0.0)
+                    total = int(max(MIN_CAPACITY, 2 * bare) * duration)
+                    prefix = work / f"r{run}-{scenario.name}"
+                    write_requests(prefix, scenario, f"{sitting}-r{run}", total)
+                    clear_queue(leg, env)
+                    result = run_wrk(server.base, prefix, duration, connections)
+                    if not server.alive():
+                        raise RuntimeError(f"gunicorn died:\n{server.tail()}")
+                    results[scenario.name] = check(scenario, result)
+                per_run.append(results)
+            clear_queue(leg, env)
+        return summarise(per_run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        purge_redis_queue(leg, env)
+        drop_database(leg)
 
 
-def purge_redis_queue(leg: str, env: dict[str, str]) -> None:
-    if leg == "postgres":
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).delete(f"django_q:{env['BENCH_QUEUE']}:q")
-
-
-def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ["rps", "p50_ms", "p99_ms"]
-    merged: dict[str, Any] = {key: statistics.median(row[key] for row in rows) for key in keys}
-    for key in ("requests", "ok", "client_errors", "server_errors", "socket_errors"):
-        merged[key] = sum(row[key] for row in rows)
-    return merged
+def check(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
+    statuses: dict[int, int] = result["statuses"]
+    result["non_2xx"] = sum(n for status, n in statuses.items() if not 200 <= status < 300)
+    result["server_errors"] = sum(n for status, n in statuses.items() if status >= 500)
+    result["unexpected"] = sum(n for s, n in statuses.items() if s not in scenario.expected)
+    if "new" not in scenario.pattern:
+        result["wrapped"] = 0  # cycling through refused or duplicate requests is harmless
+    return result
 
 
-def table(leg: str, workers: int, results: dict[str, dict[str, Any]]) -> str:
-    bare, naive = results["floor-bare"]["rps"], results["floor-naive"]["rps"]
+def ratios(name: str, floor: str, per_run: list[dict[str, dict[str, Any]]]) -> list[float]:
+    return [run[name]["rps"] / run[floor]["rps"] for run in per_run]
+
+
+def summarise(per_run: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Medians over the runs; ratios are per run (floors of the same run), then their median."""
+    scenarios: dict[str, dict[str, Any]] = {}
+    for scenario in SCENARIOS:
+        rows = [run[scenario.name] for run in per_run]
+        statuses: Counter[int] = Counter()
+        for row in rows:
+            statuses.update(row["statuses"])
+        scenarios[scenario.name] = {
+            "rps": median([r["rps"] for r in rows]),
+            "p50_ms": median([r["p50_ms"] for r in rows]),
+            "p99_ms": median([r["p99_ms"] for r in rows]),
+            "x_bare": median(ratios(scenario.name, "floor-bare", per_run)),
+            "x_naive": median(ratios(scenario.name, "floor-naive", per_run)),
+            "rps_per_run": [round(r["rps"], 1) for r in rows],
+            "requests": sum(r["requests"] for r in rows),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            **{
+                key: sum(r[key] for r in rows)
+                for key in ("non_2xx", "server_errors", "unexpected", "socket_errors", "wrapped")
+            },
+        }
+    targets = []
+    for name, scenario_name, floor, goal in TARGETS:
+        ratio = scenarios[scenario_name]["x_bare" if floor == "floor-bare" else "x_naive"]
+        targets.append({"target": name, "ratio": ratio, "goal": goal, "met": ratio >= goal})
+    return {"scenarios": scenarios, "targets": targets}
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def table(title: str, summary: dict[str, Any]) -> str:
     lines = [
-        f"\n{leg}, gunicorn {workers} workers (medians)",
-        f"{'scenario':<15}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x bare':>8}{'x naive':>9}{'4xx':>8}{'5xx':>6}",
+        "",
+        title,
+        f"{'scenario':<14}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'x bare':>8}{'x naive':>8}"
+        f"{'non-2xx':>9}{'5xx':>6}{'unexpected':>11}{'sock err':>9}",
     ]
-    for scenario, r in results.items():
+    for name, r in summary["scenarios"].items():
         lines.append(
-            f"{scenario:<15}{r['rps']:>9.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
-            f"{r['rps'] / bare:>8.2f}{r['rps'] / naive:>9.2f}{r['client_errors']:>8}{r['server_errors']:>6}"
+            f"{name:<14}{r['rps']:>8.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['x_bare']:>8.2f}"
+            f"{r['x_naive']:>8.2f}{r['non_2xx']:>9}{r['server_errors']:>6}{r['unexpected']:>11}"
+            f"{r['socket_errors']:>9}" + (f"  (wrapped {r['wrapped']}x)" if r["wrapped"] else "")
         )
-    targets = {
-        "app-new vs naive (>= 1.2)": results["app-new"]["rps"] / naive,
-        "app-duplicate vs bare (>= 0.5)": results["app-duplicate"]["rps"] / bare,
-        "app-invalid vs bare (>= 0.8)": results["app-invalid"]["rps"] / bare,
-    }
-    lines += [f"  target {name}: {ratio:.2f}" for name, ratio in targets.items()]
+    for t in summary["targets"]:
+        verdict = "met" if t["met"] else "MISSED"
+        lines.append(
+            f"  target {t['target']:<40} {t['ratio']:>5.2f} (goal >= {t['goal']}) {verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -224,28 +259,44 @@ def main() -> int:
     )
     parser.add_argument("--leg", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="CI: 1 run of 1 s, SQLite, 2 workers.")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--fail-on-5xx", action="store_true", help="exit 1 if the app answered 5xx")
+    parser.add_argument(
+        "--smoke", action="store_true", help="CI: 1 run of 1 s per scenario, 2 workers, SQLite"
+    )
     args = parser.parse_args()
     if args.smoke:
-        args.leg, args.workers, args.duration, args.runs = "sqlite", [2], 1, 1
-    legs = ["sqlite", "postgres"] if args.leg == "both" else [args.leg]
-    per_thread = max(2000, args.duration * 3000)
+        args.workers, args.duration, args.runs = [2], 1, 1
+        if "--leg" not in sys.argv:
+            args.leg = "sqlite"
+    terminate_on_sigterm()
+    load_before = os.getloadavg()
+
     report: dict[str, Any] = {}
-    for leg in legs:
+    for leg in legs_of(args.leg):
         for workers in args.workers:
-            results = measure(leg, workers, args.duration, args.runs, per_thread)
-            print(table(leg, workers, results), flush=True)
-            report[f"{leg}-{workers}"] = results
-    print(
-        "JSON "
-        + json.dumps(
-            {"benchmark": "ingest", "duration": args.duration, "runs": args.runs, "results": report}
-        )
-    )
-    server_errors = sum(r["server_errors"] for results in report.values() for r in results.values())
-    return 1 if server_errors else 0
+            summary = measure(leg, workers, args.duration, args.runs, args.connections)
+            report[f"{leg}-{workers}"] = {"leg": leg, "workers": workers, **summary}
+            title = (
+                f"ingest: {LEGS[leg]}, gunicorn {workers} sync workers; wrk {THREADS} threads x "
+                f"{args.connections} connections, {args.duration} s x {args.runs} run(s) (medians)"
+            )
+            print(table(title, summary), flush=True)
+    server_errors = {
+        f"{key} {name}": r["server_errors"]
+        for key, leg_report in report.items()
+        for name, r in leg_report["scenarios"].items()
+        if r["server_errors"]
+    }
+    for where, count in server_errors.items():
+        print(f"FINDING: {count} responses 5xx in {where}", file=sys.stderr)
+    config = {"duration_s": args.duration, "runs": args.runs, "threads": THREADS,
+              "connections": args.connections, "smoke": args.smoke,
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
+    print(json.dumps({"benchmark": "ingest", "config": config, "results": report}), flush=True)
+    return 1 if server_errors and args.fail_on_5xx else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
+"""The naive receiver's table (``migrate --run-syncdb`` creates it: the bench has no migrations)."""
+
+from __future__ import annotations
+
 from django.db import models
 
 
 class NaiveEvent(models.Model):
-    """The hand-written receiver's table: unique webhook_id, the payload, a timestamp."""
+    """What the hand-written receiver stores: a unique webhook_id, the payload, a timestamp."""
 
     webhook_id = models.CharField(max_length=255, unique=True)
     payload = models.JSONField()

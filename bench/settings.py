@@ -1,25 +1,43 @@
-"""Bench settings: the demo project plus the bench app (floors, a no-op workflow), quiet logs."""
+"""Bench settings: the demo project (so ``DATABASE_URL``/``REDIS_URL`` pick the leg exactly as
+they do for a deployment) plus the bench app (floors, no-op workflows), DEBUG off, quiet logs.
+
+The bench drivers set ``BENCH_VAR_DIR`` (a temporary directory: SQLite file and file cache, so a
+run never touches the demo's ``var/``) and ``BENCH_QUEUE`` (a queue name per run, so runs
+sharing a Redis server never see each other's tasks).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-os.environ.setdefault("WEBHOOKS_VAR_DIR", os.environ.get("BENCH_VAR_DIR", "/tmp/webhooks-bench"))
+# Before the project settings are imported: they create and use this directory.
+os.environ["WEBHOOKS_VAR_DIR"] = os.environ.get("BENCH_VAR_DIR", "/tmp/webhooks-bench")
 Path(os.environ["WEBHOOKS_VAR_DIR"]).mkdir(parents=True, exist_ok=True)
 
+from bench.common import SECRET  # noqa: E402
 from project.settings import *  # noqa: E402, F403
 from project.settings import INSTALLED_APPS, Q_CLUSTER  # noqa: E402
 
-BENCH_SECRET = "bench-secret-0123456789abcdefghijklmnop"
 DEBUG = False
-ALLOWED_HOSTS = ["*"]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "bench.urls"
 INSTALLED_APPS = [*INSTALLED_APPS, "bench"]
-WEBHOOKS = {"SOURCES": {"generic": {"SCHEME": "generic", "SECRETS": [BENCH_SECRET]}}}
+WEBHOOKS = {"SOURCES": {"generic": {"SCHEME": "generic", "SECRETS": [SECRET]}}}
 Q_CLUSTER = {
     **Q_CLUSTER,
     "name": os.environ.get("BENCH_QUEUE", "webhooks-bench"),
     "log_level": "WARNING",
 }
-LOGGING = {"version": 1, "disable_existing_loggers": True, "root": {"level": "ERROR"}}
+# The demo's logging, one level quieter: the app logs every refused request at INFO, which a
+# benchmark of refusals would spend its time writing to a pipe. Django's own loggers keep their
+# defaults (as in a deployment with DEBUG off: 4xx warnings are created, then filtered out).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "webhooks_app": {"handlers": ["console"], "level": "WARNING"},
+        "project": {"handlers": ["console"], "level": "WARNING"},
+    },
+}

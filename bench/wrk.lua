@@ -1,5 +1,8 @@
--- Cycles through pre-generated requests (bench/ingest.py writes them, one file per thread so
--- that "new" ids are new across threads) and counts answers by status class.
+-- wrk script for bench/ingest.py:  wrk ... -s bench/wrk.lua <url> -- <prefix>
+-- Thread n loads <prefix>-<n>.lua (a list of {path, headers, body} that ingest.py pre-generated
+-- and signed; the threads' lists are disjoint, so a "new" delivery is new across threads) and
+-- cycles through it. Answers are counted per status code; "wrapped" counts how often a thread
+-- ran out of pre-generated requests and started again (then "new" ones are duplicates).
 local threads = {}
 
 function setup(thread)
@@ -8,29 +11,46 @@ function setup(thread)
 end
 
 function init(args)
-  requests = dofile(args[1] .. "-" .. id .. ".lua")
+  local rows = dofile(args[1] .. "-" .. id .. ".lua")
+  requests = {}
+  for i, r in ipairs(rows) do
+    requests[i] = wrk.format("POST", r[1], r[2], r[3])
+  end
   index = 0
-  s2, s4, s5 = 0, 0, 0
+  wrapped = 0
+  statuses = {}
 end
 
 function request()
-  index = index % #requests + 1
-  local r = requests[index]
-  return wrk.format("POST", r[1], r[2], r[3])
+  index = index + 1
+  if index > #requests then
+    index = 1
+    wrapped = wrapped + 1
+  end
+  return requests[index]
 end
 
 function response(status, headers, body)
-  if status >= 500 then s5 = s5 + 1 elseif status >= 400 then s4 = s4 + 1 else s2 = s2 + 1 end
+  statuses[status] = (statuses[status] or 0) + 1
 end
 
 function done(summary, latency, requests_)
-  local a2, a4, a5 = 0, 0, 0
+  local counts, wraps = {}, 0
   for _, t in ipairs(threads) do
-    a2 = a2 + t:get("s2"); a4 = a4 + t:get("s4"); a5 = a5 + t:get("s5")
+    for status, n in pairs(t:get("statuses")) do
+      counts[status] = (counts[status] or 0) + n
+    end
+    wraps = wraps + t:get("wrapped")
   end
+  local parts = {}
+  for status, n in pairs(counts) do
+    table.insert(parts, string.format('"%d": %d', status, n))
+  end
+  local e = summary.errors
   io.write(string.format(
-    'RESULT {"requests": %d, "seconds": %.3f, "rps": %.1f, "p50_ms": %.2f, "p99_ms": %.2f, "ok": %d, "client_errors": %d, "server_errors": %d, "socket_errors": %d}\n',
-    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, a2, a4, a5,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+    'RESULT {"requests": %d, "seconds": %.3f, "p50_ms": %.3f, "p90_ms": %.3f, "p99_ms": %.3f, '
+      .. '"max_ms": %.3f, "socket_errors": %d, "wrapped": %d, "statuses": {%s}}\n',
+    summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, e.connect + e.read + e.write + e.timeout, wraps, table.concat(parts, ", ")))
 end
