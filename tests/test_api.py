@@ -81,3 +81,10 @@ def test_schema_documents_the_api_and_the_receiving_endpoints():
     }  # fmt: skip
     responses = schema["paths"]["/webhooks/{source}/"]["post"]["responses"]
     assert {"202", "200", "401", "413", "415", "422", "503"} <= set(responses)
+
+
+def test_filter_values_that_no_database_can_compare_are_400(events):
+    client = client_with("view_webhookevent")
+    for value in ("a\x00b", "x" * 300):
+        response = client.get(EVENTS, {"source": value})
+        assert response.status_code == 400, response.content

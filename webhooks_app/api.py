@@ -61,6 +61,8 @@ def api_error(description: str) -> OpenApiResponse:
     )
 
 
+MAX_FILTER_LENGTH = 255
+
 REFUSALS = {
     401: api_error("Not logged in."),
     403: api_error("Not staff, or without the model permission."),
@@ -92,6 +94,9 @@ class WebhookEventViewSet(
             ("workflow", "workflow_name"),
         ):
             if value := params.get(param):
+                # PostgreSQL refuses NUL in a string literal (DataError): a 400, not a 500.
+                if "\x00" in value or len(value) > MAX_FILTER_LENGTH:
+                    raise serializers.ValidationError({param: "Not a valid filter value."})
                 events = events.filter(**{field: value})
         return events
 
@@ -99,6 +104,7 @@ class WebhookEventViewSet(
         parameters=FILTERS,
         responses={
             200: WebhookEventSerializer(many=True),
+            400: OpenApiResponse(description="A filter value with NUL or over 255 characters."),
             **REFUSALS,
             404: api_error("Invalid cursor."),
         },
