@@ -1,78 +1,188 @@
+"""The WhatsApp (Meta) scheme: the shared vectors over the bytes as sent, the scheme contract,
+ids derived from the payload, and the GET verification handshake through the endpoint."""
+
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from tests.conftest import load_vectors
 from tests.scheme_cases import RoutedSchemeContract, SignedRequest
-from webhooks_app.exceptions import InvalidSignature
+from webhooks_app.exceptions import (
+    HandshakeRefused,
+    InvalidPayload,
+    InvalidSignature,
+    MissingSignature,
+    NotConfigured,
+)
+from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest
 from webhooks_app.schemes.whatsapp import WhatsAppScheme
 
+
+def load_vectors(provider: str) -> list[dict[str, Any]]:
+    """``provider``'s entries in the vectors file: ``$WEBHOOKS_VECTORS``, else the repository's
+    copy (``tests/vectors``), else the shared one beside the repository."""
+    if env := os.environ.get("WEBHOOKS_VECTORS"):
+        path = Path(env)
+    else:
+        path = Path(__file__).resolve().parent / "vectors" / "vectors.json"
+        if not path.exists():
+            path = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "vectors.json"
+    entries: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))[provider]
+    return entries
+
+
 SCHEME = WhatsAppScheme()
 VECTORS = load_vectors("meta")
+SIGNATURE = "expected_X-Hub-Signature-256"
 
 
-def body_of(vector: dict) -> bytes:
+def body_of(vector: dict[str, Any]) -> bytes:
+    """The body exactly as Meta sent it (escaped unicode stays six ASCII characters)."""
     return (vector.get("body") or vector["body_raw_bytes_as_sent"]).encode()
 
 
-@pytest.mark.parametrize("vector", VECTORS)
-def test_published_vectors_verify_over_the_bytes_as_sent(vector):
-    request = InboundRequest(
-        body=body_of(vector),
-        headers={"x-hub-signature-256": vector["expected_X-Hub-Signature-256"]},
-    )
-    SCHEME.verify(request, [vector["app_secret"]], now=0, tolerance=0)
+def signed_request(body: bytes, signature: str) -> InboundRequest:
+    return InboundRequest(body=body, headers={"x-hub-signature-256": signature})
 
 
-def test_re_serialised_unicode_is_refused():
-    vector = VECTORS[1]
-    decoded = json.dumps(json.loads(body_of(vector)), ensure_ascii=False).encode()
-    with pytest.raises(InvalidSignature):
-        SCHEME.verify(
-            InboundRequest(
-                body=decoded,
-                headers={"x-hub-signature-256": vector["expected_X-Hub-Signature-256"]},
-            ),
-            [vector["app_secret"]],
-            now=0,
-            tolerance=0,
-        )
+def verify(req: InboundRequest, secrets: list[str]) -> None:
+    # Meta signs no timestamp: the clock and tolerance must not matter.
+    SCHEME.verify(req, secrets, now=0, tolerance=0)
 
 
-@pytest.mark.parametrize("vector", VECTORS)
-@pytest.mark.parametrize("part", ["body", "signature"])
-def test_one_changed_byte_is_refused(vector, part):
-    body, signature = body_of(vector), vector["expected_X-Hub-Signature-256"]
-    if part == "body":
-        body = body[:-1] + b" "
-    else:
-        signature = signature[:-1] + ("0" if signature[-1] != "0" else "1")
-    with pytest.raises(InvalidSignature):
-        SCHEME.verify(
-            InboundRequest(body=body, headers={"x-hub-signature-256": signature}),
-            [vector["app_secret"]],
-            now=0,
-            tolerance=0,
-        )
+# -- the shared vectors ---------------------------------------------------------------------
 
 
-def message(event_type: str, message_id: str) -> dict:
-    value = {
-        "messaging_product": "whatsapp",
-        "messages": [{"id": message_id, "type": "text", "text": {"body": "hi"}}],
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v[SIGNATURE][7:15])
+def test_vector_verifies_over_the_bytes_as_sent(vector: dict[str, Any]) -> None:
+    verify(signed_request(body_of(vector), vector[SIGNATURE]), [vector["app_secret"]])
+    assert SCHEME.sign(body_of(vector), vector["app_secret"]) == {
+        "X-Hub-Signature-256": vector[SIGNATURE]
     }
+
+
+@pytest.mark.parametrize(
+    "vector", [v for v in VECTORS if "\\u" in v.get("body_raw_bytes_as_sent", "")]
+)
+def test_re_serialised_unicode_is_refused(vector: dict[str, Any]) -> None:
+    decoded = json.dumps(json.loads(body_of(vector)), ensure_ascii=False).encode()
+    assert decoded != body_of(vector)
+    with pytest.raises(InvalidSignature):
+        verify(signed_request(decoded, vector[SIGNATURE]), [vector["app_secret"]])
+
+
+@pytest.mark.parametrize("part", ["body", "signature"])
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v[SIGNATURE][7:15])
+def test_vector_with_one_byte_changed_is_refused(vector: dict[str, Any], part: str) -> None:
+    body, signature = body_of(vector), vector[SIGNATURE]
+    if part == "body":
+        i = len(body) // 2
+        body = body[:i] + bytes([body[i] ^ 1]) + body[i + 1 :]
+    else:
+        i = len(signature) // 2
+        signature = signature[:i] + ("0" if signature[i] != "0" else "1") + signature[i + 1 :]
+    with pytest.raises(InvalidSignature):
+        verify(signed_request(body, signature), [vector["app_secret"]])
+
+
+@pytest.mark.parametrize("vector", VECTORS[:1])
+def test_upper_case_hex_and_prefix_verify_but_not_the_bare_digest(vector: dict[str, Any]) -> None:
+    digest = vector[SIGNATURE].removeprefix("sha256=")
+    verify(signed_request(body_of(vector), "SHA256=" + digest.upper()), [vector["app_secret"]])
+    with pytest.raises(InvalidSignature):
+        verify(signed_request(body_of(vector), digest), [vector["app_secret"]])
+
+
+def test_missing_or_legacy_sha1_only_is_missing_signature() -> None:
+    for headers in ({}, {"x-hub-signature": "sha1=" + "0" * 40}):
+        with pytest.raises(MissingSignature):
+            verify(InboundRequest(body=b"{}", headers=headers), ["app_secret_123"])
+
+
+# -- event type and delivery id -------------------------------------------------------------
+
+
+def notification(field: str, value: dict[str, Any]) -> dict[str, Any]:
     return {
         "object": "whatsapp_business_account",
-        "entry": [{"id": "1", "changes": [{"field": event_type, "value": value}]}],
+        "entry": [{"id": "102290129340398", "changes": [{"field": field, "value": value}]}],
     }
+
+
+def message(event_type: str, message_id: str) -> dict[str, Any]:
+    return notification(
+        event_type,
+        {
+            "messaging_product": "whatsapp",
+            "metadata": {"phone_number_id": "106540352242922"},
+            "messages": [{"id": message_id, "type": "text", "text": {"body": "hi"}}],
+        },
+    )
+
+
+def parse(payload: Any) -> tuple[str | None, str]:
+    delivery = SCHEME.parse(InboundRequest(body=json.dumps(payload).encode(), headers={}))
+    return delivery.webhook_id, delivery.event_type
+
+
+def test_message_id_is_the_delivery_id() -> None:
+    payload = message("messages", "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEyQzQ1QjM0")
+    assert parse(payload) == ("wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEyQzQ1QjM0", "messages")
+
+
+def test_status_updates_of_one_message_are_distinct_deliveries() -> None:
+    def status(name: str) -> dict[str, Any]:
+        return notification("messages", {"statuses": [{"id": "wamid.X", "status": name}]})
+
+    assert parse(status("delivered")) == ("wamid.X:delivered", "messages")
+    assert parse(status("read")) == ("wamid.X:read", "messages")
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"object": "page"}, (None, "")),
+        ({"object": "page", "entry": [{"messaging": [{"message": {"mid": "m1"}}]}]}, (None, "")),
+        ({"entry": "x"}, (None, "")),
+        ({"entry": [{"changes": [{"field": "messages", "value": "x"}]}]}, (None, "messages")),
+        (notification("account_update", {"event": "VERIFIED_ACCOUNT"}), (None, "account_update")),
+        (notification("messages", {"statuses": [{"id": "wamid.X"}]}), (None, "messages")),
+    ],
+)
+def test_without_ids_the_server_assigns_one(payload: Any, expected: tuple[Any, str]) -> None:
+    assert parse(payload) == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [],
+        {"entry": [{"changes": [{"field": 1}]}]},
+        message("messages", ""),
+        notification("messages", {"messages": [{"id": 7}]}),
+        notification("messages", {"statuses": [{"id": None, "status": "read"}]}),
+        notification("messages", {"statuses": [{"id": "wamid.X", "status": "\x01"}]}),
+    ],
+)
+def test_malformed_shapes_are_invalid_payload(payload: Any) -> None:
+    with pytest.raises(InvalidPayload):
+        parse(payload)
+
+
+# -- the contract ---------------------------------------------------------------------------
 
 
 class TestWhatsAppScheme(RoutedSchemeContract):
+    """The given webhook id goes where Meta puts its id: the message's ``id``."""
+
     source = "whatsapp"
     scheme_name = "whatsapp"
     routed_event = "messages"
@@ -83,56 +193,128 @@ class TestWhatsAppScheme(RoutedSchemeContract):
         return SignedRequest(body, SCHEME.sign(body, secret))
 
 
-def test_status_updates_of_one_message_are_distinct_deliveries():
-    status = {
-        "entry": [
-            {
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {"statuses": [{"id": "wamid.X", "status": "read"}]},
-                    }
-                ]
-            }
-        ]
-    }
-    delivery = SCHEME.parse(InboundRequest(body=json.dumps(status).encode(), headers={}))
-    assert (delivery.webhook_id, delivery.event_type) == ("wamid.X:read", "messages")
-    bare = SCHEME.parse(InboundRequest(body=b'{"object": "page"}', headers={}))
-    assert (bare.webhook_id, bare.event_type) == (None, "")
+# -- through the endpoint -------------------------------------------------------------------
+
+VERIFY_TOKEN = "my-verify-token"
 
 
-HANDSHAKE = (
-    "/webhooks/whatsapp/?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
-)
-
-
-@pytest.mark.django_db
-def test_handshake_echoes_the_challenge_only_with_the_right_token(client):
+def whatsapp_settings(**options: Any) -> Any:
     source = {
         "SCHEME": "whatsapp",
         "SECRETS": [settings.SECRET_A],
-        "VERIFY_TOKEN": "my-verify-token",
+        "VERIFY_TOKEN": VERIFY_TOKEN,
+        "ROUTES": {"messages": "record"},
+        **options,
     }
-    with override_settings(WEBHOOKS={"SOURCES": {"whatsapp": source}}):
-        ok = client.get(HANDSHAKE.format(token="my-verify-token"))
-        assert ok.status_code == 200
-        assert ok["Content-Type"].startswith("text/plain")
-        assert ok.content == b"1158201444"
-        wrong = client.get(HANDSHAKE.format(token="guess"))
-        assert wrong.status_code == 403 and wrong.json()["error"] == "forbidden"
-        assert (
-            client.get(
-                HANDSHAKE.format(token="my-verify-token").replace("subscribe", "other")
-            ).status_code
-            == 403
+    sources = {"whatsapp": source, "generic": {"SCHEME": "generic", "SECRETS": [settings.SECRET_A]}}
+    return override_settings(WEBHOOKS={**settings.WEBHOOKS, "SOURCES": sources})
+
+
+@pytest.fixture
+def whatsapp_source(db: Any) -> Iterator[None]:
+    with whatsapp_settings():
+        yield
+
+
+def handshake(client: Any, source: str = "whatsapp", **query: str) -> Any:
+    params = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "123"}
+    return client.get(f"/webhooks/{source}/", {**params, **query})
+
+
+def test_handshake_echoes_the_challenge_as_text(client, whatsapp_source):
+    response = handshake(client)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content == b"123"
+    assert handshake(client, **{"hub.challenge": "1158201444"}).content == b"1158201444"
+    assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"hub.verify_token": "guess"},
+        {"hub.verify_token": VERIFY_TOKEN + "x"},
+        {"hub.verify_token": ""},
+        {"hub.mode": "unsubscribe"},
+        {"hub.challenge": ""},
+        {"hub.challenge": "<script>alert(1)</script>"},
+        {"hub.challenge": "\u0661\u0662\u0663"},  # Arabic-Indic digits: not what Meta sends
+        {"hub.challenge": "1" * 256},
+    ],
+)
+def test_handshake_refusals_are_403_json(client, whatsapp_source, query):
+    response = handshake(client, **query)
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+    assert "script" not in response.content.decode()
+
+
+def test_handshake_without_parameters_is_403(client, whatsapp_source):
+    assert client.get("/webhooks/whatsapp/").status_code == 403
+
+
+@pytest.mark.parametrize("verify_token", [None, ""])
+def test_handshake_without_verify_token_is_503(client, db, verify_token):
+    with whatsapp_settings(VERIFY_TOKEN=verify_token):
+        response = handshake(client)
+    assert response.status_code == 503
+    assert response.json()["error"] == "not_configured"
+
+
+def test_handshake_needs_no_secret_yet(client, db):
+    """Meta checks the callback URL before the App Secret is necessarily configured."""
+    with whatsapp_settings(SECRETS=[]):
+        assert handshake(client).content == b"123"
+
+
+def test_get_on_a_scheme_without_handshake_is_405(client, whatsapp_source):
+    response = handshake(client, source="generic")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert handshake(client, source="nope").status_code == 404
+
+
+def post(client: Any, payload: Any, **headers: str) -> Any:
+    body = json.dumps(payload).encode()
+    headers = {**SCHEME.sign(body, settings.SECRET_A), **headers}
+    meta = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()}
+    return client.generic(
+        "POST", "/webhooks/whatsapp/", body, CONTENT_TYPE="application/json", **meta
+    )
+
+
+def test_each_status_is_stored_once(client, whatsapp_source):
+    for name in ("sent", "delivered", "delivered", "read"):
+        payload = notification("messages", {"statuses": [{"id": "wamid.X", "status": name}]})
+        post(client, payload)
+    assert sorted(WebhookEvent.objects.values_list("webhook_id", flat=True)) == [
+        "wamid.X:delivered",
+        "wamid.X:read",
+        "wamid.X:sent",
+    ]
+
+
+def test_legacy_sha1_header_is_not_stored(client, whatsapp_source):
+    response = post(
+        client, message("messages", "wamid.A"), **{"X-Hub-Signature": "sha1=" + "0" * 40}
+    )
+    assert response.status_code == 202
+    event = WebhookEvent.objects.get()
+    assert not {"x-hub-signature", "x-hub-signature-256"} & set(event.headers)
+
+
+def test_refused_handshake_scheme_level():
+    request = InboundRequest(body=b"", headers={}, query={"hub.mode": "subscribe"})
+    with pytest.raises(HandshakeRefused):
+        SCHEME.handshake(request, VERIFY_TOKEN)
+
+
+def test_an_empty_verify_token_never_matches():
+    """Not even an empty or absent ``hub.verify_token``: the source is not configured."""
+    for query in ({"hub.verify_token": ""}, {}):
+        request = InboundRequest(
+            body=b"", headers={}, query={"hub.mode": "subscribe", "hub.challenge": "1", **query}
         )
-        assert (
-            client.get(
-                "/webhooks/whatsapp/?hub.mode=subscribe&hub.verify_token=my-verify-token&hub.challenge=%3Cscript%3E"
-            ).status_code
-            == 403
-        )
-    with override_settings(WEBHOOKS={"SOURCES": {"whatsapp": {**source, "VERIFY_TOKEN": ""}}}):
-        assert client.get(HANDSHAKE.format(token="")).json()["error"] == "not_configured"
-    assert client.get("/webhooks/generic/?hub.mode=subscribe").status_code == 405
+        with pytest.raises(NotConfigured):
+            SCHEME.handshake(request, "")

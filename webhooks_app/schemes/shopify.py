@@ -1,10 +1,23 @@
 """Shopify: ``X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(app client secret, raw body)>``.
 
-No timestamp is signed: replays are stopped by the delivery-id dedupe alone. After a client
-secret is rotated Shopify may keep signing with the old one for up to an hour, so configure
-both. Delivery id: ``X-Shopify-Webhook-Id`` (the same on every retry); event type:
-``X-Shopify-Topic`` (``orders/create``…). Retries resend the *original* payload; the unsigned
-``X-Shopify-Triggered-At`` is kept with the event for staleness checks.
+Provider quirks and security subtleties:
+
+* Only the body is signed: no timestamp, and not the headers. The delivery-id dedupe stops a
+  sender's retries and naive replays, but whoever captured a delivery can resend its body under
+  a fresh ``X-Shopify-Webhook-Id`` (or another ``X-Shopify-Topic``): workflows that must not act
+  twice key on the payload's own ids (the order's ``id``…), which are signed.
+* The header is strict base64 of a 32-byte digest; anything else (bad alphabet, wrong length,
+  a hex digest) is ``invalid_signature``, never a 500. Every secret is compared, in constant time.
+* After the client secret is rotated Shopify may keep signing with the old one for up to an
+  hour: list both secrets.
+* Only HTTPS deliveries are signed; Pub/Sub and EventBridge deliveries carry no HMAC and do not
+  come here.
+
+Delivery id: ``X-Shopify-Webhook-Id``, the same on every retry (Shopify's "idempotency key").
+``X-Shopify-Event-Id`` is stored but not used: it is shared by the deliveries of one event to
+*several* subscriptions, each of which is a delivery of its own. Event type: ``X-Shopify-Topic``
+(``orders/create``, ``app/uninstalled``…). Both headers are required. Retries resend the
+*original* payload; the unsigned ``X-Shopify-Triggered-At`` is stored for staleness checks.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from webhooks_app.schemes.base import (
     any_digest_matches,
     decode_base64_digest,
     hmac_sha256,
-    parse_json,
+    parse_json_object,
     validate_webhook_id,
 )
 
@@ -32,6 +45,8 @@ TOPIC_HEADER = "x-shopify-topic"
 
 
 class ShopifyScheme(Scheme):
+    """Shopify app webhooks delivered over HTTPS (Admin API subscriptions and the app config)."""
+
     signature_headers: ClassVar[frozenset[str]] = frozenset({SIGNATURE_HEADER})
     stored_headers: ClassVar[frozenset[str]] = frozenset(
         {
@@ -48,17 +63,17 @@ class ShopifyScheme(Scheme):
             raise MissingSignature("Send X-Shopify-Hmac-Sha256 (base64 HMAC-SHA256 of the body).")
         provided = decode_base64_digest(header, hashlib.sha256().digest_size)
         expected = [hmac_sha256(secret.encode(), request.body) for secret in secrets]
+        # Compared even when the header did not decode, so timing tells nothing.
         if not any_digest_matches(provided or b"", expected) or provided is None:
             raise InvalidSignature()
 
     def parse(self, request: InboundRequest) -> Delivery:
-        payload = parse_json(request.body)
-        delivery = request.header(ID_HEADER)
-        if delivery is None:
-            raise InvalidPayload("The X-Shopify-Webhook-Id header is required.")
-        topic = request.header(TOPIC_HEADER) or ""
+        payload = parse_json_object(request.body)
         return Delivery(
-            validate_webhook_id(delivery, where="X-Shopify-Webhook-Id"), topic[:255], payload
+            webhook_id=_required(request, ID_HEADER, "X-Shopify-Webhook-Id"),
+            # Same rule as an id (1-255 printable characters): it is stored and shown.
+            event_type=_required(request, TOPIC_HEADER, "X-Shopify-Topic"),
+            payload=payload,
         )
 
     def sign(
@@ -69,12 +84,19 @@ class ShopifyScheme(Scheme):
         webhook_id: str | None = None,
         timestamp: int | None = None,
     ) -> dict[str, str]:
-        headers = {
-            "X-Shopify-Hmac-Sha256": base64.b64encode(hmac_sha256(secret.encode(), body)).decode()
-        }
+        """The HMAC header (and ``X-Shopify-Webhook-Id`` when given); no timestamp is signed."""
+        digest = base64.b64encode(hmac_sha256(secret.encode(), body)).decode()
+        headers = {"X-Shopify-Hmac-Sha256": digest}
         if webhook_id is not None:
             headers["X-Shopify-Webhook-Id"] = webhook_id
         return headers
+
+
+def _required(request: InboundRequest, header: str, name: str) -> str:
+    value = request.header(header)
+    if value is None:
+        raise InvalidPayload(f"The {name} header is required.")
+    return validate_webhook_id(value, where=name)
 
 
 SCHEME = ShopifyScheme

@@ -1,17 +1,38 @@
 """Slack: ``X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:{ts}:{raw body}")>``.
 
-``ts`` is ``X-Slack-Request-Timestamp``, checked against the tolerance in both directions (the
-Slack SDK refuses ``abs(now - ts) > 300``). Bodies are JSON (Events API) or form-encoded (slash
-commands; interactivity, whose form carries a ``payload`` JSON field): the MAC covers the raw
-bytes either way.
+Security subtleties:
 
-- ``url_verification`` is answered ``{"challenge": …}`` once the signature verified, and not
-  stored: it is a protocol message, not an event.
-- Event type: for ``event_callback`` the inner event's type (``app_mention``, ``message``…); for
-  slash commands the command (``/deploy``); for interactivity the payload's ``type``
-  (``block_actions``…); otherwise the body's ``type``.
-- Delivery id: the Events API's ``event_id`` (the same on Slack's retries, which carry
-  ``X-Slack-Retry-Num``); slash commands and interactivity: their ``trigger_id``.
+* ``ts`` is ``X-Slack-Request-Timestamp``. It is signed, and must lie within the source's
+  tolerance of the clock in *both* directions (the Slack SDK refuses ``abs(now - ts) > 300``):
+  a far-future one would keep a captured request replayable for as long as it is "not too old".
+* The MAC covers the raw bytes, whatever they are: JSON (Events API) or form-encoded (slash
+  commands; interactivity, whose form wraps one JSON document in its ``payload`` field). Both
+  are parsed strictly (no repeated key or field, UTF-8 only), so a signed body means one thing.
+* Slack still puts its deprecated verification ``token`` in every body. It is a credential (an
+  app that still checks it accepts any request carrying it) and the signing secret makes it
+  useless here, so it is dropped from the stored payload, which the admin and workflows see.
+
+Protocol messages are answered 200 and never stored, once the signature verified like any
+other request (an unsigned one is 401):
+
+* ``url_verification`` (Slack checking an Events API Request URL): ``{"challenge": …}``.
+* ``ssl_check=1`` (Slack checking a slash command URL's certificate): ``{}``. Slack's Bolt does
+  not verify this one; if Slack sends it unsigned it gets a 401, which stores nothing.
+
+Event type (for ``ROUTES``): for ``event_callback`` the inner event's ``type`` (``app_mention``,
+``message``…); for a slash command the command (``/deploy``); for interactivity the payload's
+``type`` (``block_actions``, ``view_submission``, ``shortcut``…); otherwise the body's ``type``
+(``app_rate_limited``…).
+
+Delivery id: the Events API's ``event_id``, kept by Slack on its retries (which add
+``X-Slack-Retry-Num``, stored with the event). Slash commands and interactions have no event id
+but carry a ``trigger_id`` unique to the user's action: it is the id, so a captured request
+replayed inside the tolerance window is a duplicate, not a second run. Without one
+(``view_closed``…) the id is ``None`` and the server assigns one.
+
+Workflows run after the answer, so they reply to the user through the payload's
+``response_url`` or the Web API; requests that need their answer in the HTTP response
+(``block_suggestion`` option lists, ``view_submission`` validation errors) cannot be served here.
 """
 
 from __future__ import annotations
@@ -37,6 +58,8 @@ SIGNATURE_HEADER = "x-slack-signature"
 TIMESTAMP_HEADER = "x-slack-request-timestamp"
 FORM = "application/x-www-form-urlencoded"
 _PREFIX = "v0="
+#: The deprecated verification token: never stored (see the module docstring).
+_TOKEN_FIELD = "token"  # noqa: S105 - a field name, not a secret
 
 
 def _signed(timestamp: str, body: bytes) -> bytes:
@@ -44,6 +67,8 @@ def _signed(timestamp: str, body: bytes) -> bytes:
 
 
 class SlackScheme(Scheme):
+    """Slack apps: Events API, slash commands and interactivity, on one Request URL."""
+
     media_types: ClassVar[frozenset[str]] = frozenset({"application/json", FORM})
     signature_headers: ClassVar[frozenset[str]] = frozenset({SIGNATURE_HEADER})
     stored_headers: ClassVar[frozenset[str]] = frozenset(
@@ -71,17 +96,16 @@ class SlackScheme(Scheme):
         if media_type == FORM:
             return _parse_form(request.body)
         body = parse_json_object(request.body)
-        kind = body.get("type", "")
+        kind = _text(body.get("type"))
         if kind == "url_verification":
             challenge = body.get("challenge")
             if not isinstance(challenge, str):
                 raise InvalidPayload("url_verification needs a challenge string.")
-            return Delivery(None, "url_verification", {}, reply={"challenge": challenge})
+            return Delivery(None, kind, {}, reply={"challenge": challenge})
         inner = body.get("event")
-        event_type = (
-            inner.get("type") if kind == "event_callback" and isinstance(inner, dict) else kind
-        )
-        return Delivery(_optional_id(body.get("event_id"), "event_id"), _text(event_type), body)
+        if kind == "event_callback" and isinstance(inner, dict):
+            kind = _text(inner.get("type"))
+        return Delivery(_optional_id(body, "event_id"), kind, _without_token(body))
 
     def sign(
         self,
@@ -91,6 +115,7 @@ class SlackScheme(Scheme):
         webhook_id: str | None = None,
         timestamp: int | None = None,
     ) -> dict[str, str]:
+        """Both headers Slack sends (``webhook_id`` belongs in the body: ``event_id``)."""
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         digest = hmac_sha256(secret.encode(), _signed(stamp, body)).hex()
         return {"X-Slack-Signature": _PREFIX + digest, "X-Slack-Request-Timestamp": stamp}
@@ -98,20 +123,19 @@ class SlackScheme(Scheme):
 
 def _parse_form(body: bytes) -> Delivery:
     form = parse_form(body)
+    if form.get("ssl_check") == "1":
+        return Delivery(None, "ssl_check", {}, reply={})
     if "payload" in form:  # interactivity: the form wraps one JSON document
         payload = parse_json_object(form["payload"].encode())
         return Delivery(
-            _optional_id(payload.get("trigger_id"), "trigger_id"),
-            _text(payload.get("type")),
-            payload,
+            _optional_id(payload, "trigger_id"), _text(payload.get("type")), _without_token(payload)
         )
-    return Delivery(
-        _optional_id(form.get("trigger_id"), "trigger_id"), form.get("command", ""), form
-    )
+    return Delivery(_optional_id(form, "trigger_id"), form.get("command", ""), _without_token(form))
 
 
-def _optional_id(value: Any, where: str) -> str | None:
-    return None if value is None else validate_webhook_id(value, where=where)
+def _optional_id(container: dict[str, Any], key: str) -> str | None:
+    value = container.get(key)
+    return None if value is None else validate_webhook_id(value, where=key)
 
 
 def _text(value: Any) -> str:
@@ -120,6 +144,10 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidPayload("The event type must be a string.")
     return value
+
+
+def _without_token(payload: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in payload.items() if key != _TOKEN_FIELD}
 
 
 SCHEME = SlackScheme

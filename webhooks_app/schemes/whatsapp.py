@@ -1,32 +1,48 @@
-"""Meta webhooks (WhatsApp Cloud API, Messenger, Instagram): GitHub's signature with the App Secret.
+"""Meta webhooks (WhatsApp Cloud API; Graph API objects): GitHub's signature with the App Secret.
 
 ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>``. Meta signs the body
-*as sent*, with non-ASCII characters escaped (``\\u00e9``): only the received bytes verify.
+*as sent*, with non-ASCII characters escaped (``\\u00e9``): only the received bytes verify,
+never a re-serialisation. The legacy ``X-Hub-Signature`` (SHA-1) is not accepted on its own,
+and neither header is stored. Nothing but the body is signed (no timestamp): the dedupe below
+is the only replay protection.
 
-Subscribing: Meta first sends ``GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``;
-the challenge is echoed (``text/plain``) only when the token equals the source's
-``VERIFY_TOKEN`` (compared in constant time), else 403.
+Subscribing: Meta first sends ``GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``.
+The challenge is echoed (``text/plain``) only when the token equals the source's
+``VERIFY_TOKEN`` (hashed, then compared in constant time, so neither its content nor its length
+leaks) and the challenge looks like what Meta sends (an integer; ASCII letters and digits are
+allowed): an echo endpoint must not reflect arbitrary text. Anything else is 403; without a
+``VERIFY_TOKEN`` the answer is 503 ``not_configured`` (an empty token never matches).
 
-Meta batches changes (``entry[].changes[]``) and sends no delivery-id header. One delivery is
-one event and the workflow sees the whole payload; the event type is the first change's
-``field`` (``messages``…), and the delivery id is derived from the payload's own ids: the first
-message's ``id`` (``wamid…``), else the first status's ``id:status`` (one message goes through
-sent/delivered/read), else none (the server assigns one; nothing is deduplicated).
+One delivery is one event, though Meta batches (``entry[].changes[]``, several messages or
+statuses per change): the workflow sees the whole payload and should walk all of it.
+
+* Event type: the first change's ``field`` (``messages``, ``message_template_status_update``,
+  ``account_update``…); ``""`` when there is none (Messenger's ``entry[].messaging[]`` shape),
+  which goes to the ``"*"`` route.
+* Delivery id: Meta sends none, so it is derived from the payload's own ids: the first message's
+  ``id`` (``wamid…``), else the first status's ``id:status`` (one message goes through sent,
+  delivered and read, each a notification of its own), else ``None`` (the server assigns one
+  and nothing is deduplicated).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import HandshakeRefused, InvalidPayload, MissingSignature
+from webhooks_app.exceptions import (
+    HandshakeRefused,
+    InvalidPayload,
+    MissingSignature,
+    NotConfigured,
+)
 from webhooks_app.schemes.base import (
     Delivery,
     InboundRequest,
     Scheme,
     hmac_sha256,
     parse_json_object,
+    secret_token_matches,
     validate_webhook_id,
     verify_hex_sha256,
 )
@@ -38,6 +54,8 @@ MAX_CHALLENGE_LENGTH = 255
 
 
 class WhatsAppScheme(Scheme):
+    """WhatsApp Cloud API webhooks (any Meta app subscription verifies the same way)."""
+
     signature_headers: ClassVar[frozenset[str]] = frozenset(
         {SIGNATURE_HEADER, LEGACY_SIGNATURE_HEADER}
     )
@@ -53,18 +71,24 @@ class WhatsAppScheme(Scheme):
         verify_hex_sha256(header, request.body, secrets, prefix=_PREFIX)
 
     def handshake(self, request: InboundRequest, verify_token: str) -> str:
+        if not verify_token:
+            # An empty token is no token: it must not match an empty (or absent) query value.
+            raise NotConfigured("Set the source's VERIFY_TOKEN (the token typed in Meta's app).")
         token = request.query.get("hub.verify_token", "")
         challenge = request.query.get("hub.challenge", "")
-        token_ok = hmac.compare_digest(token.encode(), verify_token.encode())
-        # The challenge is echoed: only a short printable one, never markup-shaped input.
-        challenge_ok = 0 < len(challenge) <= MAX_CHALLENGE_LENGTH and challenge.isalnum()
+        token_ok = secret_token_matches(token, [verify_token])
+        challenge_ok = (
+            0 < len(challenge) <= MAX_CHALLENGE_LENGTH
+            and challenge.isascii()
+            and challenge.isalnum()
+        )
         if request.query.get("hub.mode") != "subscribe" or not token_ok or not challenge_ok:
             raise HandshakeRefused()
         return challenge
 
     def parse(self, request: InboundRequest) -> Delivery:
         body = parse_json_object(request.body)
-        change = _first(_first(body.get("entry")), "changes")
+        change = _first(_first(body.get("entry")).get("changes"))
         value = change.get("value")
         value = value if isinstance(value, dict) else {}
         field = change.get("field", "")
@@ -80,22 +104,23 @@ class WhatsAppScheme(Scheme):
         webhook_id: str | None = None,
         timestamp: int | None = None,
     ) -> dict[str, str]:
+        """The header Meta sends; ``webhook_id`` belongs in the body (a message ``id``)."""
         return {"X-Hub-Signature-256": _PREFIX + hmac_sha256(secret.encode(), body).hex()}
 
 
-def _first(container: Any, key: str | None = None) -> dict[str, Any]:
-    """``container[key][0]`` (or ``container[0]``) if it is an object, else ``{}``."""
-    items = container.get(key) if key is not None and isinstance(container, dict) else container
+def _first(items: Any) -> dict[str, Any]:
+    """``items[0]`` if ``items`` is a list that starts with an object, else ``{}``."""
     return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
 
 
 def _delivery_id(value: dict[str, Any]) -> str | None:
-    message = _first(value, "messages")
+    message = _first(value.get("messages"))
     if "id" in message:
         return validate_webhook_id(message["id"], where="messages[].id")
-    status = _first(value, "statuses")
+    status = _first(value.get("statuses"))
     if "id" in status and isinstance(status.get("status"), str):
-        return validate_webhook_id(f"{status['id']}:{status['status']}", where="statuses[].id")
+        status_id = validate_webhook_id(status["id"], where="statuses[].id")
+        return validate_webhook_id(f"{status_id}:{status['status']}", where="statuses[].status")
     return None
 
 
