@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy webhooks_app
 
-# The full ingest benchmark (about 15 minutes): tables on stdout, see bench/README.md.
+# The full ingest benchmark (about 8 minutes): tables on stdout, see bench/README.md.
 bench: install
 	$(BIN)/python -m bench.ingest
 
