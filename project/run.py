@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import shlex
 import signal
 import subprocess
@@ -22,17 +21,6 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def dev_secret(var_dir: Path) -> str:
-    for name in ("WEBHOOK_SECRET_GENERIC", "WEBHOOK_SECRET_DEFAULT"):
-        if os.environ.get(name):
-            return os.environ[name]
-    path = var_dir / "dev-secret"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 def banner(base_url: str, secret: str) -> str:
@@ -87,7 +75,12 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     var_dir = Path(os.environ.get("WEBHOOKS_VAR_DIR", REPO / "var"))
     var_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "WEBHOOK_SECRET_GENERIC": dev_secret(var_dir), "PYTHONUNBUFFERED": "1"}
+    from project.settings import development_secret  # reads DJANGO_DEBUG and the var dir
+
+    secret = development_secret(var_dir)
+    if secret is None:
+        sys.exit("Set WEBHOOK_SECRET_GENERIC (DEBUG is off, so no development secret is made).")
+    env = {**os.environ, "WEBHOOK_SECRET_GENERIC": secret, "PYTHONUNBUFFERED": "1"}
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "--no-input"], env=env, check=True, cwd=REPO)  # noqa: S603
 

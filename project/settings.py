@@ -8,6 +8,7 @@ the Redis broker. Everything a deployment changes comes from the environment.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,30 @@ CACHES = {
     }
 }
 
+
+def development_secret(var_dir: Path) -> str | None:
+    """The secret from the environment, else (development only) ``var/dev-secret``, made once.
+
+    With ``DEBUG`` on, a fresh checkout gets a random secret of its own, so ``manage.py``
+    commands and ``make run`` work without setup. With ``DEBUG`` off nothing is invented: no
+    secret in the environment means the app fails closed (system check E003, 503 at runtime).
+    """
+    for name in ("WEBHOOK_SECRET_GENERIC", "WEBHOOK_SECRET_DEFAULT"):
+        if os.environ.get(name):
+            return os.environ[name]
+    if not DEBUG:
+        return None
+    path = var_dir / "dev-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+_dev_secret = development_secret(VAR_DIR)
 WEBHOOKS: dict[str, Any] = {
-    # Secrets come from the environment: WEBHOOK_SECRET_GENERIC or WEBHOOK_SECRET_DEFAULT.
-    "SOURCES": {"generic": {"SCHEME": "generic"}},
+    # Production secrets come from the environment: WEBHOOK_SECRET_GENERIC or _DEFAULT.
+    "SOURCES": {"generic": {"SCHEME": "generic", "SECRETS": [_dev_secret] if _dev_secret else []}},
 }
 
 REST_FRAMEWORK = {

@@ -104,7 +104,8 @@ def manage_py_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_manage_py_check_reports_a_missing_secret_and_fails():
     """The real command, in the demo project with no secret in the environment."""
-    env = subprocess_env(DJANGO_SETTINGS_MODULE="project.settings")
+    # DEBUG off: the demo then invents no development secret.
+    env = subprocess_env(DJANGO_SETTINGS_MODULE="project.settings", DJANGO_DEBUG="false")
     for name in [n for n in env if n.startswith("WEBHOOK_SECRET_")]:
         del env[name]
     result = manage_py_check(env)
