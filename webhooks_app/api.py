@@ -68,10 +68,13 @@ REFUSALS = {
     403: api_error("Not staff, or without the model permission."),
 }
 
+#: What get_queryset accepts, stated in the schema so clients (and schemathesis) know it.
+FILTER_VALUE = {"type": "string", "maxLength": MAX_FILTER_LENGTH, "pattern": "^[^\\u0000]*$"}
+
 FILTERS = [
     OpenApiParameter("status", str, enum=EventStatus.values, description="Only this status."),
-    OpenApiParameter("source", str, description="Only this source."),
-    OpenApiParameter("workflow", str, description="Only this workflow name."),
+    OpenApiParameter("source", FILTER_VALUE, description="Only this source."),
+    OpenApiParameter("workflow", FILTER_VALUE, description="Only this workflow name."),
 ]
 
 
