@@ -319,6 +319,20 @@ def test_no_secret_or_signature_in_responses_logs_or_stored_rows(post_webhook, c
     assert "Webhook refused" in caplog.text  # the refusals were logged, just not their secrets
 
 
+def test_a_refusal_is_logged_once_by_the_app_and_5xx_also_by_django(post_webhook, caplog):
+    caplog.set_level(logging.INFO)
+    post_webhook(envelope(), signature=sign(envelope(), "wrong-secret"))
+    refused = [r for r in caplog.records if r.name == "webhooks_app"]
+    assert [r.getMessage() for r in refused] == [
+        "Webhook refused: source=generic status=401 error=invalid_signature"
+    ]
+    assert not [r for r in caplog.records if r.name == "django.request"]
+    caplog.clear()
+    with override_settings(WEBHOOKS={"SOURCES": {"generic": {"SCHEME": "generic"}}}):
+        post_webhook(envelope())
+    assert [r.levelname for r in caplog.records if r.name == "django.request"] == ["ERROR"]
+
+
 def test_log_lines_escape_control_characters(post_webhook, caplog):
     caplog.set_level(logging.INFO, logger="webhooks_app")
     post_webhook(envelope(), url="/webhooks/evil%0A%5BCRITICAL%5D%20forged/")

@@ -7,21 +7,19 @@ never leaves a row or a task behind, and a 2xx is only returned once the row has
 
 from __future__ import annotations
 
-import functools
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from datetime import timedelta
+from typing import Any, NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
-from webhooks_app import queue, registry, signals, tasks
+from webhooks_app import queue, registry, signals, sql, tasks
 from webhooks_app.conf import SourceConfig, env_secret_name, webhook_settings
 from webhooks_app.exceptions import (
     InvalidPayload,
@@ -182,34 +180,35 @@ def store(
     )
 
 
-class StoredRow(TypedDict):
+class StoredRow(NamedTuple):
     pk: int
     status: str
-    received_at: datetime
-    next_attempt_at: datetime | None
+    #: Still ``pending`` although it was queued more than ``RECOVERY_GRACE`` ago.
+    stranded: bool
 
 
 def _stored(event: WebhookEvent) -> StoredRow | None:
-    """The stored row with the event's ``(source, webhook_id)``, by the unique index."""
-    rows: list[StoredRow] = list(
-        WebhookEvent.objects.filter(source=event.source, webhook_id=event.webhook_id)
-        .order_by()
-        .values("pk", "status", "received_at", "next_attempt_at")[:1]
-    )
-    return rows[0] if rows else None
+    """The stored row with the event's ``(source, webhook_id)``: every duplicate is answered
+    from this one precompiled read."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    stranded_before = timezone.now() - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
+    field = WebhookEvent._meta.get_field("received_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.stored(connection.vendor),
+            [field.get_db_prep_value(stranded_before, connection), event.source, event.webhook_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else StoredRow(row[0], row[1], bool(row[2]))
 
 
 def duplicate(event: WebhookEvent, existing: StoredRow) -> Outcome:
     """Answer a repeated delivery; re-enqueue it if it has been stranded in ``pending``."""
-    now = timezone.now()
-    queued_at = existing["next_attempt_at"] or existing["received_at"]
-    if existing["status"] == EventStatus.PENDING and queued_at < now - timedelta(
-        seconds=webhook_settings.RECOVERY_GRACE
-    ):
-        tasks.requeue(existing["pk"], EventStatus.PENDING, now)
+    if existing.stranded:
+        tasks.requeue(existing.pk, EventStatus.PENDING, timezone.now())
     return Outcome(
         200,
-        {"status": "duplicate", "webhook_id": event.webhook_id, "event_status": existing["status"]},
+        {"status": "duplicate", "webhook_id": event.webhook_id, "event_status": existing.status},
     )
 
 
@@ -221,16 +220,18 @@ def insert_unless_duplicate(event: WebhookEvent) -> bool:
     databases fall back to a savepoint around a plain insert.
     """
     connection = connections[DEFAULT_DB_ALIAS]
-    if not _supports_on_conflict(connection.vendor):
+    if not sql.supports_returning(connection.vendor):
         try:
             with transaction.atomic():
                 event.save(force_insert=True)
         except IntegrityError:
             return False
         return True
-    params = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in _INSERT_FIELDS]
+    params = [
+        f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in sql.INSERT_FIELDS
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(connection.vendor), params)
+        cursor.execute(sql.insert_unless_duplicate(connection.vendor), params)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -238,26 +239,6 @@ def insert_unless_duplicate(event: WebhookEvent) -> bool:
     event._state.adding = False
     event._state.db = DEFAULT_DB_ALIAS
     return True
-
-
-_INSERT_FIELDS = [f for f in WebhookEvent._meta.concrete_fields if not f.primary_key]
-
-
-@functools.cache
-def _insert_sql(vendor: str) -> str:
-    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    opts = WebhookEvent._meta
-    # Only quoted identifiers are interpolated; every value is a bound parameter.
-    return (
-        f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(str(f.column)) for f in _INSERT_FIELDS)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))}) "
-        f"ON CONFLICT ({quote('source')}, {quote('webhook_id')}) DO NOTHING "
-        f"RETURNING {quote(str(opts.pk.column))}"
-    )
-
-
-def _supports_on_conflict(vendor: str) -> bool:
-    return vendor == "postgresql" or (vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35))
 
 
 def stored_headers(headers: Mapping[str, str], scheme: Scheme) -> dict[str, str]:

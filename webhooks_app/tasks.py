@@ -15,13 +15,13 @@ import traceback
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.conf import Conf
 
-from webhooks_app import queue, registry, signals
+from webhooks_app import queue, registry, signals, sql
 from webhooks_app.conf import webhook_settings
 from webhooks_app.logutil import printable
 from webhooks_app.models import EventStatus, WebhookEvent
@@ -51,25 +51,9 @@ def process_event(event_id: int) -> str:
     worker died, and this task is the ORM broker's redelivery (on the last attempt it is left to
     recovery, which marks the event dead).
     """
-    now = timezone.now()
-    claimed = (
-        WebhookEvent.objects.filter(pk=event_id)
-        .filter(
-            Q(status=EventStatus.PENDING)
-            | Q(status=EventStatus.FAILED, next_attempt_at__lte=now)
-            | Q(
-                status=EventStatus.RUNNING,
-                started_at__lt=now - attempt_deadline(),
-                attempts__lt=webhook_settings.MAX_ATTEMPTS,
-            )
-        )
-        .update(
-            status=EventStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1
-        )
-    )
-    if not claimed:
+    event = claim(event_id, timezone.now())
+    if event is None:
         return "skipped: not due (already running, finished or waiting for a retry)"
-    event = WebhookEvent.objects.get(pk=event_id)
     func = registry.get_workflow(event.workflow_name)
     try:
         if func is None:
@@ -84,6 +68,33 @@ def process_event(event_id: int) -> str:
         return "failed"
     record_success(event, result)
     return "succeeded"
+
+
+def claim(event_id: int, now: datetime) -> WebhookEvent | None:
+    """Start an attempt of a due event: one conditional UPDATE, so of two tasks for one event
+    only one gets it. Returns the claimed event, or None if it was not due.
+
+    Where the database has ``UPDATE … RETURNING`` the row comes back from that same statement
+    (one of the two statements a no-op attempt costs besides the final UPDATE).
+    """
+    stale_before = now - attempt_deadline()
+    max_attempts = webhook_settings.MAX_ATTEMPTS
+    vendor = connections[DEFAULT_DB_ALIAS].vendor
+    if sql.supports_returning(vendor):
+        params = [now, event_id, now, stale_before, max_attempts]
+        return next(iter(WebhookEvent.objects.raw(sql.claim(vendor), params)), None)
+    claimed = (
+        WebhookEvent.objects.filter(pk=event_id)
+        .filter(
+            Q(status=EventStatus.PENDING)
+            | Q(status=EventStatus.FAILED, next_attempt_at__lte=now)
+            | Q(status=EventStatus.RUNNING, started_at__lt=stale_before, attempts__lt=max_attempts)
+        )
+        .update(
+            status=EventStatus.RUNNING, started_at=now, finished_at=None, attempts=F("attempts") + 1
+        )
+    )
+    return WebhookEvent.objects.get(pk=event_id) if claimed else None
 
 
 def _attempt_entry(

@@ -34,6 +34,16 @@ def error_response(error: WebhookError) -> JsonResponse:
     return response
 
 
+def logged_refusal(response: HttpResponse) -> HttpResponse:
+    """Mark a 4xx the app has logged itself (``ingest.reject_log``: source, status, error code)
+    so Django's ``django.request`` logger does not build a second WARNING for it, which a flood
+    of bad signatures would pay for per request. 5xx answers keep Django's ERROR record, so
+    error reporting (``mail_admins``, Sentry) still sees them."""
+    if response.status_code < 500:
+        response._has_been_logged = True  # type: ignore[attr-defined]  # read by log_response
+    return response
+
+
 def _inbound(
     request: HttpRequest,
     body: bytes,
@@ -197,11 +207,18 @@ class WebhookView(APIView):
         inbound = _inbound(request._request, b"", config, scheme, with_query=True)
         return HttpResponse(ingest.handshake(config, scheme, inbound), content_type="text/plain")
 
+    def perform_authentication(self, request: Request) -> None:
+        """Nothing to resolve: the signature is the authentication, checked in ``receive``.
+
+        DRF would otherwise build an ``AnonymousUser`` for every delivery (measured on the
+        refusal path: bench/RESULTS.md); ``request.user`` still resolves lazily if asked for.
+        """
+
     # DRF passes any HttpResponse through finalize_response; a JsonResponse skips its renderers.
     def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
         if isinstance(exc, WebhookError):
             ingest.reject_log(self.kwargs.get("source", ""), exc)
-            return error_response(exc)
+            return logged_refusal(error_response(exc))
         if isinstance(exc, drf_exceptions.MethodNotAllowed):
             # Unknown source first (404), then the method (405), as for POST.
             try:

@@ -1,0 +1,84 @@
+"""Hand-written statements for the three hot paths: store a delivery, answer a duplicate, claim
+an attempt.
+
+Each runs once per request or per task, where building and compiling a queryset was most of
+the cost (bench/RESULTS.md). They are generated from the model's metadata once per process and
+database vendor, interpolate only quoted identifiers and constants, and bind every value.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from webhooks_app.models import EventStatus, WebhookEvent
+
+#: The columns an insert writes: every concrete field but the auto primary key.
+INSERT_FIELDS = [f for f in WebhookEvent._meta.concrete_fields if not f.primary_key]
+
+
+def supports_returning(vendor: str) -> bool:
+    """``INSERT … ON CONFLICT DO NOTHING`` and ``… RETURNING``: PostgreSQL, SQLite 3.35+."""
+    return vendor == "postgresql" or (vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35))
+
+
+def _quote(name: str) -> str:
+    return str(connections[DEFAULT_DB_ALIAS].ops.quote_name(name))
+
+
+def _table() -> str:
+    return _quote(WebhookEvent._meta.db_table)
+
+
+@functools.cache
+def insert_unless_duplicate(vendor: str) -> str:
+    """Insert one event, or nothing if its ``(source, webhook_id)`` exists; returns the new id.
+
+    Parameters: the values of :data:`INSERT_FIELDS`, in order.
+    """
+    columns = ", ".join(_quote(str(f.column)) for f in INSERT_FIELDS)
+    return (
+        f"INSERT INTO {_table()} ({columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(INSERT_FIELDS))}) "
+        f"ON CONFLICT ({_quote('source')}, {_quote('webhook_id')}) DO NOTHING "
+        f"RETURNING {_quote('id')}"
+    )
+
+
+@functools.cache
+def stored(vendor: str) -> str:
+    """The id and status of the event with a ``(source, webhook_id)``, by the unique index, and
+    whether it is stranded (``pending`` and queued before a time); the database compares the
+    timestamps, so no value needs converting back.
+
+    Parameters: the stranded-before time, source, webhook_id.
+    """
+    return (
+        f"SELECT {_quote('id')}, {_quote('status')}, "  # noqa: S608
+        f"{_quote('status')} = '{EventStatus.PENDING.value}' AND "
+        f"COALESCE({_quote('next_attempt_at')}, {_quote('received_at')}) < %s "
+        f"FROM {_table()} WHERE {_quote('source')} = %s AND {_quote('webhook_id')} = %s"
+    )
+
+
+@functools.cache
+def claim(vendor: str) -> str:
+    """Start an attempt in one statement, returning the whole row (``tasks.claim`` has the
+    conditions in ORM form for databases without ``RETURNING``).
+
+    Parameters: started_at (now), id, now, the stale-running cutoff, MAX_ATTEMPTS.
+    """
+    columns = ", ".join(_quote(str(f.column)) for f in WebhookEvent._meta.concrete_fields)
+    status, started = _quote("status"), _quote("started_at")
+    attempts, next_attempt = _quote("attempts"), _quote("next_attempt_at")
+    return (
+        f"UPDATE {_table()} SET {status} = '{EventStatus.RUNNING.value}', {started} = %s, "  # noqa: S608
+        f"{_quote('finished_at')} = NULL, {attempts} = {attempts} + 1 "
+        f"WHERE {_quote('id')} = %s AND ("
+        f"{status} = '{EventStatus.PENDING.value}' "
+        f"OR ({status} = '{EventStatus.FAILED.value}' AND {next_attempt} <= %s) "
+        f"OR ({status} = '{EventStatus.RUNNING.value}' AND {started} < %s AND {attempts} < %s)"
+        f") RETURNING {columns}"
+    )
