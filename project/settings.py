@@ -71,6 +71,9 @@ TEMPLATES = [
 
 if os.environ.get("DATABASE_URL"):
     # Persistent connections: reconnecting per request costs PostgreSQL ingest about 4x.
+    # Health checks cost one `SELECT 1` round trip per request (about a tenth of a duplicate's
+    # time on PostgreSQL: bench/RESULTS.md). Kept: without them, the first request after the
+    # server dropped an idle connection answers 503, and GitHub does not redeliver on its own.
     DATABASES = {"default": dj_database_url.config(conn_max_age=600, conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Fail fast (503) when the server is gone instead of hanging the sender.

@@ -272,7 +272,14 @@ def test_get_on_a_scheme_without_handshake_is_405(client, whatsapp_source):
     response = handshake(client, source="generic")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+    assert response["Allow"] == "POST"
     assert handshake(client, source="nope").status_code == 404
+
+
+def test_other_methods_on_a_handshake_scheme_allow_get_and_post(client, whatsapp_source):
+    response = client.put("/webhooks/whatsapp/")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, POST"
 
 
 def post(client: Any, payload: Any, **headers: str) -> Any:

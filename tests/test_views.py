@@ -9,10 +9,12 @@ import pytest
 from django.conf import settings
 from django.db import DatabaseError
 from django.test import override_settings
+from rest_framework.throttling import BaseThrottle
 
 from tests.conftest import GENERIC_URL, envelope, queued_tasks, sign
 from webhooks_app import ingest
 from webhooks_app.models import WebhookEvent
+from webhooks_app.views import MetaHeaders, WebhookView
 
 pytestmark = pytest.mark.django_db
 
@@ -34,10 +36,42 @@ def assert_nothing_stored() -> None:
 def test_other_methods_are_405(client, method):
     response = getattr(client, method)(GENERIC_URL)
     assert response.status_code == 405
+    assert response["Allow"] == "POST"  # generic has no GET handshake
     if method != "head":
         assert_error(response, 405, "method_not_allowed")
         assert "actions" not in response.json()  # OPTIONS reveals no schema
     assert_nothing_stored()
+
+
+def test_drf_throttles_still_apply_to_deliveries(post_webhook, monkeypatch):
+    class Closed(BaseThrottle):
+        def allow_request(self, request, view) -> bool:
+            return False
+
+    monkeypatch.setattr(WebhookView, "throttle_classes", [Closed])
+    response = post_webhook(envelope())
+    assert response.status_code == 429
+    assert response["Content-Type"] == "application/json"
+    assert_nothing_stored()
+
+
+def test_other_answers_carry_no_allow_header(post_webhook):
+    assert "Allow" not in post_webhook(envelope())
+    assert "Allow" not in post_webhook(envelope(), signature=None)
+
+
+def test_meta_headers_name_headers_like_django(rf):
+    request = rf.post(
+        "/webhooks/generic/", b"{}", content_type="application/json; charset=utf-8",
+        HTTP_X_WEBHOOK_SIGNATURE="sha256=ab", HTTP_USER_AGENT="sender/1.0",
+    )  # fmt: skip
+    headers = MetaHeaders(request.META)
+    assert dict(headers) == {name.lower(): value for name, value in request.headers.items()}
+    assert len(headers) == len(request.headers)
+    assert headers["x-webhook-signature"] == headers["X-Webhook-Signature"] == "sha256=ab"
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert headers.get("x-missing") is None
+    assert headers.get("x_webhook_signature") is None  # not a name the sender could have sent
 
 
 def test_unknown_source_is_404(post_webhook):

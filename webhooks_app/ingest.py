@@ -24,6 +24,7 @@ from webhooks_app.conf import SourceConfig, env_secret_name, webhook_settings
 from webhooks_app.exceptions import (
     InvalidPayload,
     InvalidSignature,
+    MethodNotAllowed,
     NotConfigured,
     PayloadTooLarge,
     Unavailable,
@@ -66,8 +67,9 @@ def get_source(name: str) -> tuple[SourceConfig, Scheme]:
 
 def handshake(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> str:
     """A provider's ``GET`` subscription check (WhatsApp/Meta); 405 for schemes without one."""
+    if not scheme.has_handshake:
+        raise MethodNotAllowed()
     if not source.verify_token:
-        scheme.handshake(request, "")  # 405 where there is no handshake at all
         raise NotConfigured(f"Set WEBHOOKS['SOURCES'][{source.name!r}]['VERIFY_TOKEN'].")
     return scheme.handshake(request, source.verify_token)
 
@@ -144,27 +146,30 @@ def store(
     would queue behind every writer). The read only shortcuts the common case: when it finds
     nothing, the insert still decides, so two racing first deliveries store one row.
     """
-    event = WebhookEvent(
-        source=source.name,
-        webhook_id=delivery.webhook_id or uuid.uuid4().hex,
-        event_type=delivery.event_type[:255],
-        workflow_name=workflow_name or "",
-        payload=delivery.payload,
-        headers=stored_headers(headers, scheme),
-        status=EventStatus.PENDING if workflow_name else EventStatus.IGNORED,
-    )
     try:
-        if delivery.webhook_id is not None and (existing := _stored(event)) is not None:
-            return duplicate(event, existing)
+        # Before building the event: a duplicate needs none of it.
+        if delivery.webhook_id is not None:
+            existing = _stored(source.name, delivery.webhook_id)
+            if existing is not None:
+                return duplicate(delivery.webhook_id, existing)
+        event = WebhookEvent(
+            source=source.name,
+            webhook_id=delivery.webhook_id or uuid.uuid4().hex,
+            event_type=delivery.event_type[:255],
+            workflow_name=workflow_name or "",
+            payload=delivery.payload,
+            headers=stored_headers(headers, scheme),
+            status=EventStatus.PENDING if workflow_name else EventStatus.IGNORED,
+        )
         with transaction.atomic():
             inserted = insert_unless_duplicate(event)
             if inserted and event.status == EventStatus.PENDING:
                 queue.enqueue_in_transaction(event.pk)
         if not inserted:
-            existing = _stored(event)
+            existing = _stored(event.source, event.webhook_id)
             if existing is None:  # deleted between the insert attempt and now: retry later
                 raise Unavailable()
-            return duplicate(event, existing)
+            return duplicate(event.webhook_id, existing)
     except DatabaseError as exc:
         logger.warning(
             "Webhook from source %s not stored (database unavailable: %s); answered 503.",
@@ -187,28 +192,26 @@ class StoredRow(NamedTuple):
     stranded: bool
 
 
-def _stored(event: WebhookEvent) -> StoredRow | None:
-    """The stored row with the event's ``(source, webhook_id)``: every duplicate is answered
-    from this one precompiled read."""
+def _stored(source: str, webhook_id: str) -> StoredRow | None:
+    """The stored row with this ``(source, webhook_id)``: every duplicate is answered from this
+    one precompiled read."""
     connection = connections[DEFAULT_DB_ALIAS]
     stranded_before = timezone.now() - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
-    field = WebhookEvent._meta.get_field("received_at")
     with connection.cursor() as cursor:
         cursor.execute(
             sql.stored(connection.vendor),
-            [field.get_db_prep_value(stranded_before, connection), event.source, event.webhook_id],
+            [connection.ops.adapt_datetimefield_value(stranded_before), source, webhook_id],
         )
         row = cursor.fetchone()
     return None if row is None else StoredRow(row[0], row[1], bool(row[2]))
 
 
-def duplicate(event: WebhookEvent, existing: StoredRow) -> Outcome:
+def duplicate(webhook_id: str, existing: StoredRow) -> Outcome:
     """Answer a repeated delivery; re-enqueue it if it has been stranded in ``pending``."""
     if existing.stranded:
         tasks.requeue(existing.pk, EventStatus.PENDING, timezone.now())
     return Outcome(
-        200,
-        {"status": "duplicate", "webhook_id": event.webhook_id, "event_status": existing.status},
+        200, {"status": "duplicate", "webhook_id": webhook_id, "event_status": existing.status}
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from django.db import DatabaseError, connection
@@ -25,10 +26,13 @@ from webhooks_app.openapi import documented
 from webhooks_app.schemes import InboundRequest, Scheme
 
 
-def error_response(error: WebhookError) -> JsonResponse:
-    response = JsonResponse(
-        {"error": error.error, "detail": error.detail}, status=error.status_code
-    )
+def json_response(body: dict[str, Any], status: int) -> HttpResponse:
+    """A JSON answer; the bodies are plain str/int dicts, so no ``DjangoJSONEncoder`` per call."""
+    return HttpResponse(json.dumps(body), content_type="application/json", status=status)
+
+
+def error_response(error: WebhookError) -> HttpResponse:
+    response = json_response({"error": error.error, "detail": error.detail}, error.status_code)
     for name, value in error.headers.items():
         response[name] = value
     return response
@@ -44,6 +48,38 @@ def logged_refusal(response: HttpResponse) -> HttpResponse:
     return response
 
 
+class MetaHeaders(Mapping[str, str]):
+    """The request's headers by lower-case name, looked up in the WSGI environ on demand.
+
+    A scheme reads two or three headers of a delivery; building the whole header dict first
+    (Django's ``request.headers``, then lower-casing it) was a measurable share of the refusal
+    path. Same names as ``request.headers``: ``HTTP_*`` plus ``Content-Type``/``-Length``.
+    """
+
+    __slots__ = ("_meta",)
+    _UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
+
+    def __init__(self, meta: Mapping[str, Any]) -> None:
+        self._meta = meta
+
+    def __getitem__(self, name: str) -> str:
+        if "_" in name:  # not a name __iter__ yields: WSGI turns "-" into "_"
+            raise KeyError(name)
+        key = name.upper().replace("-", "_")
+        value = self._meta[key if key in self._UNPREFIXED else f"HTTP_{key}"]
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._meta:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in self._UNPREFIXED:
+                yield key.replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def _inbound(
     request: HttpRequest,
     body: bytes,
@@ -55,7 +91,7 @@ def _inbound(
     """The scheme's view of the request; the URL and query only for schemes that use them."""
     return InboundRequest(
         body=body,
-        headers={name.lower(): value for name, value in request.headers.items()},
+        headers=MetaHeaders(request.META),
         # URL-signing schemes (Twilio) need the URL the sender saw: behind a proxy that is
         # PUBLIC_URL, or the Host/X-Forwarded-Host Django trusts (USE_X_FORWARDED_HOST).
         url=_signed_url(request, config.public_url) if scheme.signs_url else "",
@@ -183,7 +219,7 @@ class WebhookView(APIView):
                 "The body could not be read: the connection closed early."
             ) from None
         outcome = ingest.receive(config, scheme, _inbound(django_request, body, config, scheme))
-        return JsonResponse(outcome.body, status=outcome.status_code)
+        return json_response(outcome.body, outcome.status_code)
 
     @documented(
         summary="Subscription handshake (WhatsApp/Meta)",
@@ -207,26 +243,36 @@ class WebhookView(APIView):
         inbound = _inbound(request._request, b"", config, scheme, with_query=True)
         return HttpResponse(ingest.handshake(config, scheme, inbound), content_type="text/plain")
 
-    def perform_authentication(self, request: Request) -> None:
-        """Nothing to resolve: the signature is the authentication, checked in ``receive``.
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's per-request setup minus what these views never use, measured on the refusal
+        path (bench/RESULTS.md): no format suffix, no content negotiation (answers are built as
+        JSON here), no versioning, no ``request.user`` (the signature is the authentication;
+        it still resolves lazily if asked for), no permission objects (anyone may deliver).
+        Throttles a project configures for DRF still apply."""
+        self.check_throttles(request)
 
-        DRF would otherwise build an ``AnonymousUser`` for every delivery (measured on the
-        refusal path: bench/RESULTS.md); ``request.user`` still resolves lazily if asked for.
-        """
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        """No ``Allow`` on every answer (DRF computes it per request); the 405 carries its own."""
+        return {}
 
-    # DRF passes any HttpResponse through finalize_response; a JsonResponse skips its renderers.
+    # DRF passes any HttpResponse through finalize_response, skipping its renderers.
     def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
-        if isinstance(exc, WebhookError):
-            ingest.reject_log(self.kwargs.get("source", ""), exc)
-            return logged_refusal(error_response(exc))
+        source = self.kwargs.get("source", "")
         if isinstance(exc, drf_exceptions.MethodNotAllowed):
-            # Unknown source first (404), then the method (405), as for POST.
-            try:
-                ingest.get_source(self.kwargs.get("source", ""))
+            exc = MethodNotAllowed()
+        if not isinstance(exc, WebhookError):
+            return super().handle_exception(exc)
+        response = error_response(exc)
+        if isinstance(exc, MethodNotAllowed):
+            try:  # an unknown source is 404 whatever the method, as for POST
+                _, scheme = ingest.get_source(source)
             except WebhookError as source_error:
-                return error_response(source_error)
-            return error_response(MethodNotAllowed())
-        return super().handle_exception(exc)
+                exc, response = source_error, error_response(source_error)
+            else:
+                response["Allow"] = "GET, POST" if scheme.has_handshake else "POST"
+        ingest.reject_log(source, exc)
+        return logged_refusal(response)
 
 
 class HealthView(APIView):

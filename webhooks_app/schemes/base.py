@@ -95,6 +95,11 @@ class Scheme(ABC):
         """
         raise MethodNotAllowed()
 
+    @property
+    def has_handshake(self) -> bool:
+        """Whether ``GET`` means something for this scheme (it overrides :meth:`handshake`)."""
+        return type(self).handshake is not Scheme.handshake
+
     def sign(
         self,
         body: bytes,
