@@ -71,10 +71,11 @@ TEMPLATES = [
 
 if os.environ.get("DATABASE_URL"):
     # Persistent connections: reconnecting per request costs PostgreSQL ingest about 4x.
-    # Health checks cost one `SELECT 1` round trip per request (about a tenth of a duplicate's
-    # time on PostgreSQL: bench/RESULTS.md). Kept: without them, the first request after the
-    # server dropped an idle connection answers 503, and GitHub does not redeliver on its own.
-    DATABASES = {"default": dj_database_url.config(conn_max_age=600, conn_health_checks=True)}
+    # No CONN_HEALTH_CHECKS: they cost a `SELECT 1` round trip before every request (a tenth of
+    # a duplicate's time on PostgreSQL: bench/RESULTS.md). The webhook endpoint reopens a
+    # connection the server dropped and stores the delivery anyway (ingest.store); any other
+    # view may fail once, and Django then replaces the connection.
+    DATABASES = {"default": dj_database_url.config(conn_max_age=600)}
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Fail fast (503) when the server is gone instead of hanging the sender.
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)

@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
+from tests.conftest import envelope
 from webhooks_app import ingest, sql, tasks
 from webhooks_app.models import EventStatus, WebhookEvent
 
@@ -42,8 +44,6 @@ def make_event(webhook_id: str, **fields) -> WebhookEvent:
 
 
 def test_returning_is_used_on_the_databases_ci_runs():
-    from django.db import connection
-
     assert sql.supports_returning(connection.vendor)
 
 
@@ -132,3 +132,56 @@ def test_stored_row_says_whether_a_pending_event_is_stranded(fields, stranded):
         event.pk, fields["status"], stranded
     )
     assert ingest._stored("github", "evt") is None
+
+
+def _terminate_this_connection_from_the_server() -> None:
+    """What a PostgreSQL restart or an idle timeout does to a persistent connection."""
+    import psycopg
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+needs_a_server = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite has no server that could drop a connection"
+)
+
+
+@needs_a_server
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_after_the_server_dropped_the_connection_is_stored(post_webhook):
+    _terminate_this_connection_from_the_server()
+    response = post_webhook(envelope("record", "after-drop"))
+    assert response.status_code == 202, response.content
+    assert WebhookEvent.objects.filter(webhook_id="after-drop").exists()
+
+
+@needs_a_server
+@pytest.mark.django_db(transaction=True)
+def test_a_task_after_the_server_dropped_the_connection_runs():
+    event = make_event("evt")
+    _terminate_this_connection_from_the_server()
+    assert tasks.process_event(event.pk) == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_on_a_live_connection_is_not_retried():
+    calls = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise OperationalError("database is locked")
+
+    connection.ensure_connection()
+    with pytest.raises(OperationalError):
+        sql.retrying_lost_connection(failing)
+    assert calls == [1]
+    with transaction.atomic(), pytest.raises(OperationalError):
+        sql.retrying_lost_connection(failing)  # inside a transaction: never
+    assert calls == [1, 1]

@@ -140,36 +140,17 @@ def store(
     workflow_name: str | None,
     headers: Mapping[str, str],
 ) -> Outcome:
-    """Insert the event (the unique constraint decides duplicates) and enqueue it.
+    """Store the delivery unless it is a duplicate, and enqueue it; 503 if the database fails.
 
-    A redelivery is answered from one indexed read, without a write transaction (on SQLite that
-    would queue behind every writer). The read only shortcuts the common case: when it finds
-    nothing, the insert still decides, so two racing first deliveries store one row.
+    A connection the server dropped while it sat idle (a restart, a failover, an idle timeout)
+    is reopened and the store tried once more, so the first delivery after it is not refused
+    (:func:`sql.retrying_lost_connection`). Trying again is safe: the unique constraint still
+    decides.
     """
     try:
-        # Before building the event: a duplicate needs none of it.
-        if delivery.webhook_id is not None:
-            existing = _stored(source.name, delivery.webhook_id)
-            if existing is not None:
-                return duplicate(delivery.webhook_id, existing)
-        event = WebhookEvent(
-            source=source.name,
-            webhook_id=delivery.webhook_id or uuid.uuid4().hex,
-            event_type=delivery.event_type[:255],
-            workflow_name=workflow_name or "",
-            payload=delivery.payload,
-            headers=stored_headers(headers, scheme),
-            status=EventStatus.PENDING if workflow_name else EventStatus.IGNORED,
+        outcome = sql.retrying_lost_connection(
+            lambda: _store_or_duplicate(source, scheme, delivery, workflow_name, headers)
         )
-        with transaction.atomic():
-            inserted = insert_unless_duplicate(event)
-            if inserted and event.status == EventStatus.PENDING:
-                queue.enqueue_in_transaction(event.pk)
-        if not inserted:
-            existing = _stored(event.source, event.webhook_id)
-            if existing is None:  # deleted between the insert attempt and now: retry later
-                raise Unavailable()
-            return duplicate(event.webhook_id, existing)
     except DatabaseError as exc:
         logger.warning(
             "Webhook from source %s not stored (database unavailable: %s); answered 503.",
@@ -177,7 +158,47 @@ def store(
             printable(type(exc).__name__),
         )
         raise Unavailable() from None
-    signals.event_received.send(sender=WebhookEvent, event=event)
+    if outcome.event is not None:
+        signals.event_received.send(sender=WebhookEvent, event=outcome.event)
+    return outcome
+
+
+def _store_or_duplicate(
+    source: SourceConfig,
+    scheme: Scheme,
+    delivery: Delivery,
+    workflow_name: str | None,
+    headers: Mapping[str, str],
+) -> Outcome:
+    """Insert the event (the unique constraint decides duplicates) and enqueue it.
+
+    A redelivery is answered from one indexed read, without a write transaction (on SQLite that
+    would queue behind every writer), and before the event is even built. The read only
+    shortcuts the common case: when it finds nothing, the insert still decides, so two racing
+    first deliveries store one row.
+    """
+    if delivery.webhook_id is not None:
+        existing = _stored(source.name, delivery.webhook_id)
+        if existing is not None:
+            return duplicate(delivery.webhook_id, existing)
+    event = WebhookEvent(
+        source=source.name,
+        webhook_id=delivery.webhook_id or uuid.uuid4().hex,
+        event_type=delivery.event_type[:255],
+        workflow_name=workflow_name or "",
+        payload=delivery.payload,
+        headers=stored_headers(headers, scheme),
+        status=EventStatus.PENDING if workflow_name else EventStatus.IGNORED,
+    )
+    with transaction.atomic():
+        inserted = insert_unless_duplicate(event)
+        if inserted and event.status == EventStatus.PENDING:
+            queue.enqueue_in_transaction(event.pk)
+    if not inserted:
+        existing = _stored(event.source, event.webhook_id)
+        if existing is None:  # deleted between the insert attempt and now: retry later
+            raise Unavailable()
+        return duplicate(event.webhook_id, existing)
     if event.status == EventStatus.IGNORED:
         return Outcome(200, {"status": "ignored", "webhook_id": event.webhook_id}, event)
     return Outcome(

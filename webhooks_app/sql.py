@@ -1,5 +1,5 @@
-"""Hand-written statements for the three hot paths: store a delivery, answer a duplicate, claim
-an attempt.
+"""Hand-written statements for the three hot paths (store a delivery, answer a duplicate, claim
+an attempt), and their recovery from a connection the server dropped.
 
 Each runs once per request or per task, where building and compiling a queryset was most of
 the cost (bench/RESULTS.md). They are generated from the model's metadata once per process and
@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 
 from webhooks_app.models import EventStatus, WebhookEvent
+
+T = TypeVar("T")
 
 #: The columns an insert writes: every concrete field but the auto primary key.
 INSERT_FIELDS = [f for f in WebhookEvent._meta.concrete_fields if not f.primary_key]
@@ -22,6 +26,25 @@ INSERT_FIELDS = [f for f in WebhookEvent._meta.concrete_fields if not f.primary_
 def supports_returning(vendor: str) -> bool:
     """``INSERT … ON CONFLICT DO NOTHING`` and ``… RETURNING``: PostgreSQL, SQLite 3.35+."""
     return vendor == "postgresql" or (vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35))
+
+
+def retrying_lost_connection(operation: Callable[[], T]) -> T:
+    """Run ``operation``; if it failed because the server had dropped the connection (a
+    restart, a failover, an idle timeout), run it once more on a new one.
+
+    This is what Django's ``CONN_HEALTH_CHECKS`` does for every request, with a ``SELECT 1``
+    round trip each time; here the cost is paid only when a connection was actually lost. Only
+    for operations that are safe to repeat, and never inside an outer transaction (the lost
+    connection took it with it).
+    """
+    try:
+        return operation()
+    except (OperationalError, InterfaceError):
+        connection = connections[DEFAULT_DB_ALIAS]
+        if connection.in_atomic_block or connection.is_usable():
+            raise
+        connection.close()
+    return operation()
 
 
 def _quote(name: str) -> str:

@@ -51,7 +51,8 @@ def process_event(event_id: int) -> str:
     worker died, and this task is the ORM broker's redelivery (on the last attempt it is left to
     recovery, which marks the event dead).
     """
-    event = claim(event_id, timezone.now())
+    # Safe to repeat: a claim that did commit leaves nothing due for the second one.
+    event = sql.retrying_lost_connection(lambda: claim(event_id, timezone.now()))
     if event is None:
         return "skipped: not due (already running, finished or waiting for a retry)"
     func = registry.get_workflow(event.workflow_name)
