@@ -7,15 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from tests.conftest import load_vectors
 from tests.scheme_cases import RoutedSchemeContract, SignedRequest
 from webhooks_app.exceptions import (
     InvalidJSON,
@@ -26,20 +25,6 @@ from webhooks_app.exceptions import (
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest
 from webhooks_app.schemes.shopify import ShopifyScheme
-
-
-def load_vectors(provider: str) -> list[dict[str, Any]]:
-    """``provider``'s entries in the vectors file: ``$WEBHOOKS_VECTORS``, else the repository's
-    copy (``tests/vectors``), else the shared one beside the repository."""
-    if env := os.environ.get("WEBHOOKS_VECTORS"):
-        path = Path(env)
-    else:
-        path = Path(__file__).resolve().parent / "vectors" / "vectors.json"
-        if not path.exists():
-            path = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "vectors.json"
-    entries: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))[provider]
-    return entries
-
 
 SCHEME = ShopifyScheme()
 VECTORS = load_vectors("shopify")

@@ -5,36 +5,21 @@ strict bodies."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from tests.conftest import load_vectors
 from tests.scheme_cases import RoutedSchemeContract, SignedRequest, TimestampedSchemeContract
 from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest
 from webhooks_app.schemes.slack import SlackScheme
-
-
-def load_vectors(provider: str) -> list[dict[str, Any]]:
-    """``provider``'s entries in the vectors file: ``$WEBHOOKS_VECTORS``, else the repository's
-    copy (``tests/vectors``), else the shared one beside the repository."""
-    if env := os.environ.get("WEBHOOKS_VECTORS"):
-        path = Path(env)
-    else:
-        path = Path(__file__).resolve().parent / "vectors" / "vectors.json"
-        if not path.exists():
-            path = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "vectors.json"
-    entries: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))[provider]
-    return entries
-
 
 SCHEME = SlackScheme()
 VECTORS = load_vectors("slack")

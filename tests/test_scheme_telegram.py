@@ -4,32 +4,17 @@ event type; through the shared contract and as a pure function."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 
+from tests.conftest import load_vectors
 from tests.scheme_cases import RoutedSchemeContract, SignedRequest
 from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest
 from webhooks_app.schemes.telegram import TelegramScheme
-
-
-def load_vectors(provider: str) -> list[dict[str, Any]]:
-    """``provider``'s entries in the vectors file: ``$WEBHOOKS_VECTORS``, else the repository's
-    copy (``tests/vectors``), else the shared one beside the repository."""
-    if env := os.environ.get("WEBHOOKS_VECTORS"):
-        path = Path(env)
-    else:
-        path = Path(__file__).resolve().parent / "vectors" / "vectors.json"
-        if not path.exists():
-            path = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "vectors.json"
-    entries: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))[provider]
-    return entries
-
 
 SCHEME = TelegramScheme()
 HEADER = "x-telegram-bot-api-secret-token"

@@ -4,15 +4,14 @@ ids derived from the payload, and the GET verification handshake through the end
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from tests.conftest import load_vectors
 from tests.scheme_cases import RoutedSchemeContract, SignedRequest
 from webhooks_app.exceptions import (
     HandshakeRefused,
@@ -24,20 +23,6 @@ from webhooks_app.exceptions import (
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest
 from webhooks_app.schemes.whatsapp import WhatsAppScheme
-
-
-def load_vectors(provider: str) -> list[dict[str, Any]]:
-    """``provider``'s entries in the vectors file: ``$WEBHOOKS_VECTORS``, else the repository's
-    copy (``tests/vectors``), else the shared one beside the repository."""
-    if env := os.environ.get("WEBHOOKS_VECTORS"):
-        path = Path(env)
-    else:
-        path = Path(__file__).resolve().parent / "vectors" / "vectors.json"
-        if not path.exists():
-            path = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "vectors.json"
-    entries: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))[provider]
-    return entries
-
 
 SCHEME = WhatsAppScheme()
 VECTORS = load_vectors("meta")
