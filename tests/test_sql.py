@@ -185,3 +185,23 @@ def test_a_failure_on_a_live_connection_is_not_retried():
     with transaction.atomic(), pytest.raises(OperationalError):
         sql.retrying_lost_connection(failing)  # inside a transaction: never
     assert calls == [1, 1]
+
+
+def test_finish_writes_nothing_once_recovery_took_the_attempt_back():
+    event = tasks.claim(make_event("evt").pk, timezone.now())
+    assert event is not None
+    # Recovery decided the worker was lost and started the event over (attempt 2 under way).
+    WebhookEvent.objects.filter(pk=event.pk).update(attempts=2)
+    tasks.record_success(event, {"late": True})
+    stored = WebhookEvent.objects.get(pk=event.pk)
+    assert (stored.status, stored.result, stored.history) == ("running", None, [{"attempt": 0}])
+
+
+def test_finish_stores_json_and_null_as_the_orm_would():
+    event = tasks.claim(make_event("evt").pk, timezone.now())
+    assert event is not None
+    tasks.record_success(event, None)
+    stored = WebhookEvent.objects.get(pk=event.pk)
+    assert stored.status == "succeeded" and stored.result is None
+    assert WebhookEvent.objects.filter(pk=event.pk, result__isnull=True).exists()
+    assert [entry.get("outcome") for entry in stored.history] == [None, "succeeded"]

@@ -1,5 +1,5 @@
-"""Hand-written statements for the three hot paths (store a delivery, answer a duplicate, claim
-an attempt), and their recovery from a connection the server dropped.
+"""Hand-written statements for the hot paths (store a delivery, answer a duplicate, claim and
+finish an attempt), and their recovery from a connection the server dropped.
 
 Each runs once per request or per task, where building and compiling a queryset was most of
 the cost (bench/RESULTS.md). They are generated from the model's metadata once per process and
@@ -104,4 +104,27 @@ def claim(vendor: str) -> str:
         f"OR ({status} = '{EventStatus.FAILED.value}' AND {next_attempt} <= %s) "
         f"OR ({status} = '{EventStatus.RUNNING.value}' AND {started} < %s AND {attempts} < %s)"
         f") RETURNING {columns}"
+    )
+
+
+#: What an attempt's outcome writes (``tasks._finish``), in the order of :func:`finish`'s values.
+FINISH_FIELDS = [
+    f
+    for f in WebhookEvent._meta.concrete_fields
+    if f.name in {"status", "result", "error", "finished_at", "next_attempt_at", "history"}
+]
+
+
+@functools.cache
+def finish(vendor: str) -> str:
+    """Record an attempt's outcome, unless recovery already took the event back (it is no
+    longer ``running`` with this attempt number).
+
+    Parameters: the values of :data:`FINISH_FIELDS`, id, attempts.
+    """
+    assignments = ", ".join(f"{_quote(str(f.column))} = %s" for f in FINISH_FIELDS)
+    return (
+        f"UPDATE {_table()} SET {assignments} "  # noqa: S608
+        f"WHERE {_quote('id')} = %s AND {_quote('status')} = '{EventStatus.RUNNING.value}' "
+        f"AND {_quote('attempts')} = %s"
     )
