@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.expressions import Col
 
 from webhooks_app.models import EventStatus, WebhookEvent
 
@@ -45,6 +47,31 @@ def retrying_lost_connection(operation: Callable[[], T]) -> T:
             raise
         connection.close()
     return operation()
+
+
+def event_from_row(row: Sequence[Any], connection: BaseDatabaseWrapper) -> WebhookEvent:
+    """The event from a row of all its concrete columns (as :func:`claim` returns them), with
+    the database's values converted as a queryset would (JSON, datetimes)."""
+    values = [
+        functools.reduce(lambda value, convert: convert(value, col, connection), converters, value)
+        for value, (col, converters) in zip(row, _converters(connection), strict=True)
+    ]
+    return WebhookEvent.from_db(connection.alias, _ATTNAMES, values)
+
+
+_ATTNAMES = [f.attname for f in WebhookEvent._meta.concrete_fields]
+
+
+@functools.lru_cache(maxsize=8)
+def _converters(connection: BaseDatabaseWrapper) -> list[tuple[Col, list[Callable[..., Any]]]]:
+    """Per column, what Django's compiler applies to a fetched value: the backend's converters,
+    then the field's (``from_db_value``). Looked up once per connection."""
+    table = WebhookEvent._meta.db_table
+    columns = [f.get_col(table) for f in WebhookEvent._meta.concrete_fields]
+    return [
+        (col, connection.ops.get_db_converters(col) + col.field.get_db_converters(connection))
+        for col in columns
+    ]
 
 
 def _quote(name: str) -> str:
@@ -88,8 +115,8 @@ def stored(vendor: str) -> str:
 
 @functools.cache
 def claim(vendor: str) -> str:
-    """Start an attempt in one statement, returning the whole row (``tasks.claim`` has the
-    conditions in ORM form for databases without ``RETURNING``).
+    """Start an attempt in one statement, returning the whole row for :func:`event_from_row`
+    (``tasks.claim`` has the conditions in ORM form for databases without ``RETURNING``).
 
     Parameters: started_at (now), id, now, the stale-running cutoff, MAX_ATTEMPTS.
     """

@@ -80,10 +80,16 @@ def claim(event_id: int, now: datetime) -> WebhookEvent | None:
     """
     stale_before = now - attempt_deadline()
     max_attempts = webhook_settings.MAX_ATTEMPTS
-    vendor = connections[DEFAULT_DB_ALIAS].vendor
-    if sql.supports_returning(vendor):
-        params = [now, event_id, now, stale_before, max_attempts]
-        return next(iter(WebhookEvent.objects.raw(sql.claim(vendor), params)), None)
+    connection = connections[DEFAULT_DB_ALIAS]
+    if sql.supports_returning(connection.vendor):
+        adapt = connection.ops.adapt_datetimefield_value
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.claim(connection.vendor),
+                [adapt(now), event_id, adapt(now), adapt(stale_before), max_attempts],
+            )
+            row = cursor.fetchone()
+        return None if row is None else sql.event_from_row(row, connection)
     claimed = (
         WebhookEvent.objects.filter(pk=event_id)
         .filter(
