@@ -14,3 +14,27 @@ class NaiveEvent(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class SoakRun(models.Model):
+    """One row per run of the ``soak`` workflow (bench/soak.py): a workflow may legitimately run
+    more than once for one event (a worker killed mid-run), and the soak reports how often."""
+
+    webhook_id = models.CharField(max_length=255, db_index=True)
+    pid = models.IntegerField(help_text="The worker process: the soak kills the node running it.")
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.webhook_id
+
+
+class SoakEffect(models.Model):
+    """The ``soak`` workflow's side effect, done inside ``once()``. Deliberately not unique on
+    webhook_id: a doubled effect must show up as two rows for the soak to count, not be hidden
+    by a constraint."""
+
+    webhook_id = models.CharField(max_length=255, db_index=True)
+    done_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.webhook_id
