@@ -105,3 +105,55 @@ def test_changelist_counts_are_capped_and_queries_bounded(
     assert response.context["cl"].result_count == 6  # CAP + 1: "more than five"
     with django_assert_max_num_queries(12):
         assert admin_client.get(url + "?status__exact=succeeded&source=generic").status_code == 200
+
+
+def _listed(response) -> list[str]:
+    return [event.webhook_id for event in response.context["cl"].result_list]
+
+
+def test_source_and_workflow_filters_offer_what_the_table_holds(admin_client, monkeypatch):
+    from webhooks_app.admin import IndexedValuesFilter
+
+    for source, workflow, webhook_id in [
+        ("stripe", "charge", "a"), ("github", "deploy", "b"), ("stripe", "", "c"),
+        ("retired-source", "charge", "d"),
+    ]:  # fmt: skip
+        WebhookEvent.objects.create(source=source, webhook_id=webhook_id, workflow_name=workflow)
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    response = admin_client.get(url)
+    choices = {
+        spec.title: [choice["display"] for choice in spec.choices(response.context["cl"])]
+        for spec in response.context["cl"].filter_specs
+    }
+    assert choices["source"] == ["All", "github", "retired-source", "stripe"]
+    assert choices["workflow"] == ["All", "charge", "deploy"]  # "" (ignored events) left out
+    assert sorted(_listed(admin_client.get(url + "?source=stripe"))) == ["a", "c"]
+    assert _listed(admin_client.get(url + "?workflow_name=deploy&source=github")) == ["b"]
+    monkeypatch.setattr(IndexedValuesFilter, "MAX_CHOICES", 2)
+    response = admin_client.get(url)
+    source_filter = next(s for s in response.context["cl"].filter_specs if s.title == "source")
+    assert [c["display"] for c in source_filter.choices(response.context["cl"])] == [
+        "All", "github", "retired-source",
+    ]  # fmt: skip
+
+
+def test_search_is_by_exact_webhook_id(admin_client, dead_event):
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    assert _listed(admin_client.get(url, {"q": "dead-1"})) == ["dead-1"]
+    assert _listed(admin_client.get(url, {"q": "dead"})) == []
+    assert _listed(admin_client.get(url, {"q": "DEAD-1"})) == []
+
+
+def test_date_filter_narrows_by_received_time(admin_client, dead_event):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    WebhookEvent.objects.create(
+        source="generic", webhook_id="old", received_at=timezone.now() - timedelta(days=30)
+    )
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+    response = admin_client.get(url)
+    date_filter = next(s for s in response.context["cl"].filter_specs if s.title == "received at")
+    past_week = next(c for c in date_filter.choices(response.context["cl"]) if "7" in c["display"])
+    assert _listed(admin_client.get(url + past_week["query_string"])) == ["dead-1"]

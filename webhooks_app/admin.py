@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -23,7 +24,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from webhooks_app import dashboard, services
+from webhooks_app import dashboard, services, sql
 from webhooks_app.models import Dashboard, EventStatus, WebhookEvent
 
 
@@ -64,14 +65,50 @@ STATUS_COLOURS: dict[str, str] = {
 }
 
 
+class IndexedValuesFilter(admin.SimpleListFilter):
+    """A list filter offering the values an indexed column holds, found by one index probe per
+    value (:func:`sql.distinct_values`), not Django's ``SELECT DISTINCT`` over the whole table."""
+
+    #: More distinct values than this are not offered (search or the URL still filter by them).
+    MAX_CHOICES = 100
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        connection = connections[DEFAULT_DB_ALIAS]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.distinct_values(connection.vendor, self.parameter_name), [self.MAX_CHOICES]
+            )
+            return [(value, value) for (value,) in cursor.fetchall() if value]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset if value is None else queryset.filter(**{str(self.parameter_name): value})
+
+
+class SourceFilter(IndexedValuesFilter):
+    title = "source"
+    parameter_name = "source"
+
+
+class WorkflowFilter(IndexedValuesFilter):
+    title = "workflow"
+    parameter_name = "workflow_name"
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     list_display = [
         "received_at", "source", "webhook_id", "workflow_name", "coloured_status", "attempts", "duration",
     ]  # fmt: skip
-    list_filter = ["status", "source", "workflow_name"]
-    search_fields = ["=webhook_id"]
-    date_hierarchy = "received_at"
+    # Every filter is answered by an index on a table of millions. No date_hierarchy: its
+    # drill-down runs SELECT DISTINCT date_trunc(...) over the whole range on every view
+    # (0.2-0.6 s on a million events); the date filter's ranges cost nothing until chosen.
+    list_filter = [
+        "status", SourceFilter, WorkflowFilter, ("received_at", admin.DateFieldListFilter),
+    ]  # fmt: skip
+    # Exact and case-sensitive (provider ids are), so the webhook_id index serves it.
+    search_fields = ["webhook_id__exact"]
+    search_help_text = "An exact webhook id."
     show_full_result_count = False
     paginator = CappedCountPaginator
     change_list_template = "admin/webhooks_app/webhookevent/change_list.html"

@@ -54,8 +54,10 @@ class WebhookEvent(models.Model):
             )
         ]
         indexes = [
-            # The changelist's default order and date_hierarchy.
+            # The changelist's default order and date filter.
             models.Index(fields=["-received_at"], name="webhooks_ev_received_idx"),
+            # Searching by id across sources (the unique constraint leads with the source).
+            models.Index(fields=["webhook_id"], name="webhooks_ev_webhook_id_idx"),
             # Status filters, cleanup (finished and old) and recovery (stranded and old).
             models.Index(fields=["status", "received_at"], name="webhooks_ev_status_idx"),
             models.Index(fields=["workflow_name", "received_at"], name="webhooks_ev_workflow_idx"),
