@@ -33,7 +33,7 @@ def counts_by_status(since: datetime) -> dict[str, int]:
     rows = (
         WebhookEvent.objects.filter(received_at__gte=since)
         .values("status")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .order_by()
     )
     counts = dict.fromkeys(EventStatus.values, 0)
@@ -52,25 +52,24 @@ def timeline(since: datetime, step: str) -> list[Bucket]:
     """Events per hour (``step="hour"``) or day, with empty buckets filled in."""
     trunc = TruncHour if step == "hour" else TruncDay
     delta = timedelta(hours=1) if step == "hour" else timedelta(days=1)
-    rows = (
+    per_bucket = (
         WebhookEvent.objects.filter(received_at__gte=since)
         .annotate(bucket=trunc("received_at"))
         .values("bucket")
-        .annotate(
-            total=Count("id"),
-            failed=Count("id", filter=Q(status__in=[EventStatus.DEAD, EventStatus.FAILED])),
-        )
         .order_by("bucket")
     )
-    found = {row["bucket"]: row for row in rows}
+    # Two COUNT(*)s, each answered from one index alone (received_at; status + received_at),
+    # instead of one query fetching every row of the window for its status.
+    totals = {row["bucket"]: row["n"] for row in per_bucket.annotate(n=Count("*"))}
+    failures = per_bucket.filter(status__in=[EventStatus.DEAD, EventStatus.FAILED])
+    failed = {row["bucket"]: row["n"] for row in failures.annotate(n=Count("*"))}
     # Buckets are truncated in the current time zone, like the database's Trunc*.
     start = timezone.localtime(since).replace(minute=0, second=0, microsecond=0)
     if step != "hour":
         start = start.replace(hour=0)
     buckets = []
     while start <= timezone.now():
-        row = found.get(start, {"total": 0, "failed": 0})
-        buckets.append(Bucket(start, row["total"], row["failed"]))
+        buckets.append(Bucket(start, totals.get(start, 0), failed.get(start, 0)))
         start += delta
     return buckets
 

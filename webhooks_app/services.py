@@ -76,7 +76,9 @@ def cleanup_events(
     deleted = 0
     while ids := list(old.order_by("pk").values_list("pk", flat=True)[:batch_size]):
         with transaction.atomic():
-            WebhookEvent.objects.filter(pk__in=ids).delete()
+            # only("pk"): the effects' CASCADE makes Django load the rows it deletes; their
+            # payloads and histories are most of a cleanup's CPU time otherwise.
+            WebhookEvent.objects.filter(pk__in=ids).only("pk").delete()
         deleted += len(ids)
         if progress:
             progress(deleted)
