@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import http.client
 import json
 import os
@@ -43,7 +42,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -55,6 +53,7 @@ from bench import bulk_seed
 from bench.common import (
     Gunicorn,
     Process,
+    bench_lock,
     clear_queue,
     envelope,
     leg_env,
@@ -65,7 +64,6 @@ from bench.common import (
     terminate_on_sigterm,
 )
 
-LOCK_PATH = Path("/tmp/webhooks-bench.lock")
 ADMIN_TARGET_MS = 300
 RSS_TARGET_MB = 150
 P99_TARGET_RATIO = 2.0
@@ -78,21 +76,6 @@ GENERIC = "/webhooks/generic/"
 def progress(message: str) -> None:
     """Minutes pass between table lines on a million rows: say what is happening, on stderr."""
     print(f"[bulk {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def bench_lock() -> Iterator[None]:
-    """Hold the lock every benchmark on this machine takes while it measures (2 shared cores)."""
-    with LOCK_PATH.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for {LOCK_PATH} (another benchmark is measuring)")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # -- admin pages (in process) ----------------------------------------------------------------

@@ -8,6 +8,7 @@ own session and is stopped by :class:`Process`, also on Ctrl-C, SIGTERM and erro
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -22,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -150,6 +151,28 @@ def drop_database(leg: str) -> None:
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+
+
+# -- taking turns ----------------------------------------------------------------------------
+
+#: Held by every benchmark while it measures: they share the machine's cores, PostgreSQL and
+#: Redis, so two at once would measure each other.
+LOCK_PATH = Path("/tmp/webhooks-bench.lock")
+
+
+@contextlib.contextmanager
+def bench_lock() -> Iterator[None]:
+    """Wait for the other benchmarks on this machine (saying so on stderr), then hold the lock."""
+    with LOCK_PATH.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {LOCK_PATH}: another benchmark is measuring", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # -- processes -------------------------------------------------------------------------------

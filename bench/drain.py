@@ -44,6 +44,7 @@ from bench.common import (
     Cluster,
     Gunicorn,
     Process,
+    bench_lock,
     drop_database,
     envelope,
     fresh_database,
@@ -93,7 +94,8 @@ def main() -> int:
 
     report: dict[str, Any] = {}
     for leg in legs_of(args.leg):
-        result = measure(leg, args)
+        with bench_lock():
+            result = measure(leg, args)
         report[leg] = result
         print(table(leg, result, args), flush=True)
     config = {"events": args.events, "runs": args.runs, "rate": args.rate,

@@ -40,6 +40,7 @@ from typing import Any
 from bench.common import (
     LEGS,
     Gunicorn,
+    bench_lock,
     clear_queue,
     drop_database,
     envelope,
@@ -277,7 +278,8 @@ def main() -> int:
     report: dict[str, Any] = {}
     for leg in legs_of(args.leg):
         for workers in args.workers:
-            summary = measure(leg, workers, args.duration, args.runs, args.connections)
+            with bench_lock():
+                summary = measure(leg, workers, args.duration, args.runs, args.connections)
             report[f"{leg}-{workers}"] = {"leg": leg, "workers": workers, **summary}
             title = (
                 f"ingest: {LEGS[leg]}, gunicorn {workers} sync workers; wrk {THREADS} threads x "

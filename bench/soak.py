@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import fcntl
 import http.client
 import json
 import os
@@ -55,7 +54,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +65,7 @@ from bench.common import (
     REPO,
     Cluster,
     Gunicorn,
+    bench_lock,
     clear_queue,
     envelope,
     leg_env,
@@ -79,7 +78,6 @@ from bench.common import (
 
 DATABASE = "bench_soak"
 DATABASE_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DATABASE
-LOCK_PATH = Path("/tmp/webhooks-bench.lock")
 PATH = "/webhooks/generic/"
 WEB_WORKERS = 4
 NODES = ("a", "b")
@@ -105,7 +103,7 @@ def main() -> int:
     terminate_on_sigterm()
     work = Path(tempfile.mkdtemp(prefix="webhooks-bench-soak-"))
     try:
-        with benchmark_lock():
+        with bench_lock():
             report = soak(args, work)
     except BaseException:
         print(f"soak crashed; logs in {work}", file=sys.stderr)
@@ -142,18 +140,6 @@ def parse_args() -> argparse.Namespace:
     if args.kills and args.down_seconds >= args.duration / (args.kills + 1):
         parser.error("--down-seconds must end before the next kill: lower it or --kills")
     return args
-
-
-@contextlib.contextmanager
-def benchmark_lock() -> Iterator[None]:
-    """One benchmark at a time on this machine: they share its 2 cores, PostgreSQL and Redis."""
-    with LOCK_PATH.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for {LOCK_PATH} (another benchmark runs)...", file=sys.stderr)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 # -- the run ---------------------------------------------------------------------------------
