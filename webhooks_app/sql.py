@@ -63,16 +63,26 @@ def event_from_row(row: Sequence[Any], connection: BaseDatabaseWrapper) -> Webho
 _ATTNAMES = [f.attname for f in WebhookEvent._meta.concrete_fields]
 
 
-@functools.lru_cache(maxsize=8)
 def _converters(connection: BaseDatabaseWrapper) -> list[tuple[Col, list[Callable[..., Any]]]]:
     """Per column, what Django's compiler applies to a fetched value: the backend's converters,
-    then the field's (``from_db_value``). Looked up once per connection."""
-    table = WebhookEvent._meta.db_table
-    columns = [f.get_col(table) for f in WebhookEvent._meta.concrete_fields]
-    return [
-        (col, connection.ops.get_db_converters(col) + col.field.get_db_converters(connection))
-        for col in columns
-    ]
+    then the field's (``from_db_value``). Looked up once per connection and kept on it, so the
+    list lives exactly as long as the connection (a module-level cache would keep every
+    thread's connection open)."""
+    cached: list[tuple[Col, list[Callable[..., Any]]]] | None = getattr(
+        connection, _CONVERTERS_ATTRIBUTE, None
+    )
+    if cached is None:
+        table = WebhookEvent._meta.db_table
+        columns = [f.get_col(table) for f in WebhookEvent._meta.concrete_fields]
+        cached = [
+            (col, connection.ops.get_db_converters(col) + col.field.get_db_converters(connection))
+            for col in columns
+        ]
+        setattr(connection, _CONVERTERS_ATTRIBUTE, cached)
+    return cached
+
+
+_CONVERTERS_ATTRIBUTE = "_webhooks_app_event_converters"
 
 
 def _quote(name: str) -> str:
