@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
 
 from tests.conftest import envelope, sign
 from tests.processes import REPO, wait_until
@@ -35,6 +36,9 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+        # The test's ORM calls ran while Playwright's event loop was current, so Django kept
+        # their connection in that context: close it here, or it outlives the test database.
+        connections.close_all()
 
 
 def test_operator_finds_replays_and_purges_a_failed_event(server, cluster, browser, monkeypatch):
