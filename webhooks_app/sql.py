@@ -67,7 +67,7 @@ def _converters(connection: BaseDatabaseWrapper) -> list[tuple[Col, list[Callabl
     """Per column, what Django's compiler applies to a fetched value: the backend's converters,
     then the field's (``from_db_value``). Looked up once per connection and kept on it, so the
     list lives exactly as long as the connection (a module-level cache would keep every
-    thread's connection open)."""
+    thread's connection wrapper alive)."""
     cached: list[tuple[Col, list[Callable[..., Any]]]] | None = getattr(
         connection, _CONVERTERS_ATTRIBUTE, None
     )
