@@ -109,6 +109,19 @@ def test_insert_unless_duplicate(statements):
     assert WebhookEvent.objects.count() == 2
 
 
+def test_insert_unless_duplicate_also_refuses_the_same_signed_content(statements):
+    """The second unique constraint: a new webhook id does not make stored content new."""
+    first = WebhookEvent(source="generic", webhook_id="a", content_key="k" * 64)
+    assert ingest.insert_unless_duplicate(first)
+    replay = WebhookEvent(source="generic", webhook_id="b", content_key="k" * 64)
+    assert not ingest.insert_unless_duplicate(replay)
+    keyless = [WebhookEvent(source="generic", webhook_id=f"n{i}") for i in range(2)]
+    assert all(ingest.insert_unless_duplicate(event) for event in keyless)  # NULL keys differ
+    other_source = WebhookEvent(source="github", webhook_id="a", content_key="k" * 64)
+    assert ingest.insert_unless_duplicate(other_source)
+    assert WebhookEvent.objects.count() == 4
+
+
 @pytest.mark.parametrize(
     ("fields", "stranded"),
     [
@@ -128,10 +141,20 @@ def test_insert_unless_duplicate(statements):
 )
 def test_stored_row_says_whether_a_pending_event_is_stranded(fields, stranded):
     event = make_event("evt", **resolved(fields))
-    assert ingest._stored("generic", "evt") == ingest.StoredRow(
-        event.pk, fields["status"], stranded
+    assert ingest._stored("generic", "evt", None) == ingest.StoredRow(
+        event.pk, fields["status"], stranded, "evt"
     )
-    assert ingest._stored("github", "evt") is None
+    assert ingest._stored("github", "evt", None) is None
+
+
+def test_stored_row_is_found_by_webhook_id_or_by_content_key(statements):
+    event = make_event("evt", content_key="c" * 64)
+    found = ingest.StoredRow(event.pk, EventStatus.PENDING, False, "evt")
+    assert ingest._stored("generic", "evt", None) == found
+    assert ingest._stored("generic", None, "c" * 64) == found
+    assert ingest._stored("generic", "another-id", "c" * 64) == found
+    assert ingest._stored("generic", "another-id", "d" * 64) is None
+    assert ingest._stored("github", None, "c" * 64) is None
 
 
 def _terminate_this_connection_from_the_server() -> None:

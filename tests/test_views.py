@@ -274,12 +274,40 @@ def test_duplicate_is_200_with_the_stored_status(post_webhook):
 
 
 def test_webhook_id_from_header_and_assigned_when_absent(post_webhook):
-    body = envelope(webhook_id=None)
-    assert post_webhook(body, HTTP_X_WEBHOOK_ID="from-header").json()["webhook_id"] == "from-header"
-    first = post_webhook(body).json()["webhook_id"]
-    second = post_webhook(body).json()["webhook_id"]
-    assert first != second  # no id: nothing is deduplicated
-    assert WebhookEvent.objects.count() == 3
+    assert post_webhook(envelope(webhook_id=None, n=1), HTTP_X_WEBHOOK_ID="from-header").json()[
+        "webhook_id"
+    ] == "from-header"
+    assigned = post_webhook(envelope(webhook_id=None, n=2)).json()
+    assert assigned["status"] == "accepted" and len(assigned["webhook_id"]) == 32  # a UUID
+    assert WebhookEvent.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_captured_request_replayed_under_any_id_header_is_one_event(post_webhook):
+    """Issue #10 finding 2: the id header is not signed. The same signed bytes sent with a new
+    X-Webhook-ID, or with none, were stored and run once per id; now they are one event."""
+    body = envelope(webhook_id=None, user_id=42)
+    first = post_webhook(body, HTTP_X_WEBHOOK_ID="evt-original")
+    assert first.status_code == 202
+    replays = [
+        post_webhook(body, HTTP_X_WEBHOOK_ID="evt-replayed"),
+        post_webhook(body),
+        post_webhook(body, HTTP_X_WEBHOOK_ID="evt-original"),
+    ]
+    assert [r.status_code for r in replays] == [200, 200, 200]
+    assert {r.json()["webhook_id"] for r in replays} == {"evt-original"}
+    assert WebhookEvent.objects.count() == 1
+    assert queued_tasks() == 1
+
+
+def test_the_same_bytes_without_any_id_are_one_event(post_webhook):
+    body = envelope(webhook_id=None, user_id=42)
+    first = post_webhook(body)
+    again = post_webhook(body)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["webhook_id"] == first.json()["webhook_id"]
+    assert post_webhook(envelope(webhook_id=None, user_id=42, nonce="x")).status_code == 202
+    assert WebhookEvent.objects.count() == 2
 
 
 def test_inputs_default_to_empty_object(post_webhook):

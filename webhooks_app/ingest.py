@@ -112,7 +112,7 @@ def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Ou
     workflow_name = delivery.workflow_name or source.route(delivery.event_type)
     if workflow_name is not None and not registry.is_registered(workflow_name):
         raise UnknownWorkflow(f"No workflow is registered as {printable(workflow_name)!r}.")
-    return store(source, scheme, delivery, workflow_name, request.headers)
+    return store(source, scheme, delivery, workflow_name, request)
 
 
 @contextmanager
@@ -138,18 +138,25 @@ def store(
     scheme: Scheme,
     delivery: Delivery,
     workflow_name: str | None,
-    headers: Mapping[str, str],
+    request: InboundRequest,
 ) -> Outcome:
     """Store the delivery unless it is a duplicate, and enqueue it; 503 if the database fails.
+
+    A duplicate is a delivery whose id *or* whose signed content (:meth:`Scheme.content_key`)
+    is already stored for the source: a captured request re-sent under a new unsigned id or
+    event type is answered ``200 duplicate`` and does not run again.
 
     A connection the server dropped while it sat idle (a restart, a failover, an idle timeout)
     is reopened and the store tried once more, so the first delivery after it is not refused
     (:func:`sql.retrying_lost_connection`). Trying again is safe: the unique constraint still
     decides.
     """
+    content_key = scheme.content_key(request)
     try:
         outcome = sql.retrying_lost_connection(
-            lambda: _store_or_duplicate(source, scheme, delivery, workflow_name, headers)
+            lambda: _store_or_duplicate(
+                source, scheme, delivery, workflow_name, request.headers, content_key
+            )
         )
     except DatabaseError as exc:
         logger.warning(
@@ -169,21 +176,23 @@ def _store_or_duplicate(
     delivery: Delivery,
     workflow_name: str | None,
     headers: Mapping[str, str],
+    content_key: str | None,
 ) -> Outcome:
-    """Insert the event (the unique constraint decides duplicates) and enqueue it.
+    """Insert the event (the unique constraints decide duplicates) and enqueue it.
 
     A redelivery is answered from one indexed read, without a write transaction (on SQLite that
     would queue behind every writer), and before the event is even built. The read only
     shortcuts the common case: when it finds nothing, the insert still decides, so two racing
     first deliveries store one row.
     """
-    if delivery.webhook_id is not None:
-        existing = _stored(source.name, delivery.webhook_id)
+    if delivery.webhook_id is not None or content_key is not None:
+        existing = _stored(source.name, delivery.webhook_id, content_key)
         if existing is not None:
-            return duplicate(delivery.webhook_id, existing)
+            return duplicate(existing)
     event = WebhookEvent(
         source=source.name,
         webhook_id=delivery.webhook_id or uuid.uuid4().hex,
+        content_key=content_key,
         event_type=delivery.event_type[:255],
         workflow_name=workflow_name or "",
         payload=delivery.payload,
@@ -195,10 +204,10 @@ def _store_or_duplicate(
         if inserted and event.status == EventStatus.PENDING:
             queue.enqueue_in_transaction(event.pk)
     if not inserted:
-        existing = _stored(event.source, event.webhook_id)
+        existing = _stored(event.source, event.webhook_id, content_key)
         if existing is None:  # deleted between the insert attempt and now: retry later
             raise Unavailable()
-        return duplicate(event.webhook_id, existing)
+        return duplicate(existing)
     if event.status == EventStatus.IGNORED:
         return Outcome(200, {"status": "ignored", "webhook_id": event.webhook_id}, event)
     return Outcome(
@@ -211,33 +220,47 @@ class StoredRow(NamedTuple):
     status: str
     #: Still ``pending`` although it was queued more than ``RECOVERY_GRACE`` ago.
     stranded: bool
+    webhook_id: str
 
 
-def _stored(source: str, webhook_id: str) -> StoredRow | None:
-    """The stored row with this ``(source, webhook_id)``: every duplicate is answered from this
-    one precompiled read."""
+def _stored(source: str, webhook_id: str | None, content_key: str | None) -> StoredRow | None:
+    """The stored row with this ``(source, webhook_id)`` or this ``(source, content_key)``:
+    every duplicate is answered from this one precompiled read."""
     connection = connections[DEFAULT_DB_ALIAS]
     stranded_before = timezone.now() - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
     with connection.cursor() as cursor:
         cursor.execute(
             sql.stored(connection.vendor),
-            [connection.ops.adapt_datetimefield_value(stranded_before), source, webhook_id],
+            [
+                connection.ops.adapt_datetimefield_value(stranded_before),
+                source,
+                webhook_id,
+                source,
+                content_key,
+            ],
         )
         row = cursor.fetchone()
-    return None if row is None else StoredRow(row[0], row[1], bool(row[2]))
+    return None if row is None else StoredRow(row[0], row[1], bool(row[2]), row[3])
 
 
-def duplicate(webhook_id: str, existing: StoredRow) -> Outcome:
-    """Answer a repeated delivery; re-enqueue it if it has been stranded in ``pending``."""
+def duplicate(existing: StoredRow) -> Outcome:
+    """Answer a repeated delivery with the stored event's id; re-enqueue the event if it has
+    been stranded in ``pending``."""
     if existing.stranded:
         tasks.requeue(existing.pk, EventStatus.PENDING, timezone.now())
     return Outcome(
-        200, {"status": "duplicate", "webhook_id": webhook_id, "event_status": existing.status}
+        200,
+        {
+            "status": "duplicate",
+            "webhook_id": existing.webhook_id,
+            "event_status": existing.status,
+        },
     )
 
 
 def insert_unless_duplicate(event: WebhookEvent) -> bool:
-    """Insert ``event`` in one statement; ``False`` if ``(source, webhook_id)`` already exists.
+    """Insert ``event`` in one statement; ``False`` if its ``(source, webhook_id)`` or its
+    ``(source, content_key)`` already exists.
 
     PostgreSQL and SQLite (3.35+) do it with ``INSERT … ON CONFLICT DO NOTHING RETURNING``: no
     exception, no savepoint, and no ERROR line in PostgreSQL's log per duplicate. Other

@@ -1,6 +1,7 @@
-"""The stored delivery: one row per ``(source, webhook_id)``, which is what makes ingestion
-idempotent. The row also carries the processing state machine, so retries, attempt counting
-and recovery never depend on the task queue's own bookkeeping."""
+"""The stored delivery: one row per ``(source, webhook_id)`` and per ``(source, content_key)``
+(the signed content), which is what makes ingestion idempotent. The row also carries the
+processing state machine, so retries, attempt counting and recovery never depend on the task
+queue's own bookkeeping."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ FINISHED_STATUSES = (EventStatus.SUCCEEDED, EventStatus.DEAD, EventStatus.IGNORE
 class WebhookEvent(models.Model):
     source = models.CharField(max_length=64)
     webhook_id = models.CharField(max_length=255)
+    #: SHA-256 of what the signature covers (``Scheme.content_key``): the second idempotency
+    #: key, so a captured delivery re-sent with a new unsigned id is still this event.
+    content_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
     event_type = models.CharField(max_length=255, blank=True)
     workflow_name = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(default=dict, blank=True)
@@ -51,7 +55,10 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["source", "webhook_id"], name="webhooks_app_unique_delivery"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["source", "content_key"], name="webhooks_app_unique_content"
+            ),
         ]
         indexes = [
             # The changelist's default order and date filter.

@@ -95,7 +95,8 @@ def _table() -> str:
 
 @functools.cache
 def insert_unless_duplicate(vendor: str) -> str:
-    """Insert one event, or nothing if its ``(source, webhook_id)`` exists; returns the new id.
+    """Insert one event, or nothing if its ``(source, webhook_id)`` or its ``(source,
+    content_key)`` exists (either unique constraint: no conflict target); returns the new id.
 
     Parameters: the values of :data:`INSERT_FIELDS`, in order.
     """
@@ -103,24 +104,28 @@ def insert_unless_duplicate(vendor: str) -> str:
     return (
         f"INSERT INTO {_table()} ({columns}) "  # noqa: S608
         f"VALUES ({', '.join(['%s'] * len(INSERT_FIELDS))}) "
-        f"ON CONFLICT ({_quote('source')}, {_quote('webhook_id')}) DO NOTHING "
-        f"RETURNING {_quote('id')}"
+        f"ON CONFLICT DO NOTHING RETURNING {_quote('id')}"
     )
 
 
 @functools.cache
 def stored(vendor: str) -> str:
-    """The id and status of the event with a ``(source, webhook_id)``, by the unique index, and
-    whether it is stranded (``pending`` and queued before a time); the database compares the
-    timestamps, so no value needs converting back.
+    """The event a delivery repeats: the one with its ``(source, webhook_id)`` or its ``(source,
+    content_key)``, each by its unique index. Returns its id, status, whether it is stranded
+    (``pending`` and queued before a time; the database compares the timestamps, so no value
+    needs converting back) and its webhook id (a replay under a new id is answered with the
+    stored one).
 
-    Parameters: the stranded-before time, source, webhook_id.
+    Parameters: the stranded-before time, source, webhook_id, source, content_key (a ``NULL``
+    id or key matches nothing).
     """
+    source, webhook_id = _quote("source"), _quote("webhook_id")
     return (
         f"SELECT {_quote('id')}, {_quote('status')}, "  # noqa: S608
         f"{_quote('status')} = '{EventStatus.PENDING.value}' AND "
-        f"COALESCE({_quote('next_attempt_at')}, {_quote('received_at')}) < %s "
-        f"FROM {_table()} WHERE {_quote('source')} = %s AND {_quote('webhook_id')} = %s"
+        f"COALESCE({_quote('next_attempt_at')}, {_quote('received_at')}) < %s, {webhook_id} "
+        f"FROM {_table()} WHERE ({source} = %s AND {webhook_id} = %s) "
+        f"OR ({source} = %s AND {_quote('content_key')} = %s)"
     )
 
 

@@ -88,6 +88,18 @@ class Scheme(ABC):
     def parse(self, request: InboundRequest) -> Delivery:
         """Raise ``InvalidJSON`` or ``InvalidPayload``, or return the delivery."""
 
+    def content_key(self, request: InboundRequest) -> str | None:
+        """A digest of what the signature covers: the delivery's second idempotency key.
+
+        Where a delivery id or an event type travels in a header the signature does not cover,
+        a captured request re-sent with a new value would otherwise be a new event (or another
+        workflow's). Two deliveries of one source with the same key are one event, whatever
+        their unsigned headers say (contract §4, §5). By default the key is the body's SHA-256;
+        schemes that sign something else (Twilio signs a URL and its parameters) override it,
+        and ``None`` means the delivery id is itself signed and is the only key needed.
+        """
+        return hashlib.sha256(request.body).hexdigest()
+
     def handshake(self, request: InboundRequest, verify_token: str) -> str:
         """Answer a ``GET`` (subscription check); the returned text is sent as ``text/plain``.
 
