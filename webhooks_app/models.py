@@ -29,8 +29,11 @@ class WebhookEvent(models.Model):
     source = models.CharField(max_length=64)
     webhook_id = models.CharField(max_length=255)
     #: SHA-256 of what the signature covers (``Scheme.content_key``): the second idempotency
-    #: key, so a captured delivery re-sent with a new unsigned id is still this event.
-    content_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    #: key, so a captured delivery re-sent with a new unsigned id is still this event. NULL, not
+    #: "", for "no key": NULLs never collide in the unique constraint.
+    content_key = models.CharField(  # noqa: DJ001
+        max_length=64, null=True, blank=True, editable=False
+    )
     event_type = models.CharField(max_length=255, blank=True)
     workflow_name = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(default=dict, blank=True)
