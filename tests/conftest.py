@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from webhooks_app import queue
+from webhooks_app import queue, refusals
 from webhooks_app.conf import webhook_settings
 
 GENERIC_URL = "/webhooks/generic/"
@@ -27,6 +27,12 @@ def _isolated_webhook_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     webhook_settings.reload()
     yield
     webhook_settings.reload()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_refusal_counts() -> None:
+    """Refusals are logged once per kind per interval: every test starts with none counted."""
+    refusals.reset()
 
 
 @pytest.fixture(autouse=True)

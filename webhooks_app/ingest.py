@@ -293,13 +293,3 @@ def stored_headers(headers: Mapping[str, str], scheme: Scheme) -> dict[str, str]
     return {
         name: value[:MAX_STORED_HEADER_LENGTH] for name, value in headers.items() if name in keep
     }
-
-
-def reject_log(source_name: str, error: WebhookError) -> None:
-    """Count/log a refusal: never the body, never a header value."""
-    logger.info(
-        "Webhook refused: source=%s status=%s error=%s",
-        printable(source_name),
-        error.status_code,
-        error.error,
-    )

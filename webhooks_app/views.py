@@ -19,7 +19,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from webhooks_app import ingest, queue
+from webhooks_app import ingest, queue, refusals
 from webhooks_app.conf import SourceConfig
 from webhooks_app.exceptions import InvalidPayload, MethodNotAllowed, WebhookError
 from webhooks_app.openapi import documented
@@ -39,9 +39,9 @@ def error_response(error: WebhookError) -> HttpResponse:
 
 
 def logged_refusal(response: HttpResponse) -> HttpResponse:
-    """Mark a 4xx the app has logged itself (``ingest.reject_log``: source, status, error code)
-    so Django's ``django.request`` logger does not build a second WARNING for it, which a flood
-    of bad signatures would pay for per request. 5xx answers keep Django's ERROR record, so
+    """Mark a 4xx the app has counted and logged itself (:mod:`webhooks_app.refusals`) so
+    Django's ``django.request`` logger does not build a WARNING for it, which a flood of bad
+    signatures would pay for per request. 5xx answers keep Django's ERROR record, so
     error reporting (``mail_admins``, Sentry) still sees them."""
     if response.status_code < 500:
         response._has_been_logged = True  # type: ignore[attr-defined]  # read by log_response
@@ -271,7 +271,7 @@ class WebhookView(APIView):
                 exc, response = source_error, error_response(source_error)
             else:
                 response["Allow"] = "GET, POST" if scheme.has_handshake else "POST"
-        ingest.reject_log(source, exc)
+        refusals.record(source, exc)
         return logged_refusal(response)
 
 
