@@ -9,6 +9,7 @@ unrouted events. Signatures are real (the scheme's own ``sign`` or the vectors),
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
+from tests.conftest import queued_tasks
 from tests.testapp.models import Execution
 from webhooks_app import tasks
 from webhooks_app.models import EventStatus, WebhookEvent
@@ -36,6 +38,21 @@ MALFORMED_SIGNATURES = [
     "é",
     "=,=,=",
 ]
+
+
+def assert_one_event(first: Any, replays: Sequence[Any], *, workflow: str = "record") -> None:
+    """A captured delivery (``first``, answered 202) and its replays: each replay is ``200
+    duplicate`` of it (answered with its webhook id), one event is stored, under the first
+    one's workflow, and one task is queued. Call it from a ``django_db(transaction=True)`` test:
+    the Redis broker enqueues after the commit."""
+    assert first.status_code == 202, first.content
+    stored_id = first.json()["webhook_id"]
+    for replay in replays:
+        assert replay.status_code == 200, replay.content
+        assert (replay.json()["status"], replay.json()["webhook_id"]) == ("duplicate", stored_id)
+    event = WebhookEvent.objects.get()
+    assert (event.webhook_id, event.workflow_name) == (stored_id, workflow)
+    assert queued_tasks() == 1
 
 
 @dataclass
@@ -90,6 +107,13 @@ class SchemeContract:
             WEBHOOKS={**settings.WEBHOOKS, "SOURCES": {self.source: self.source_settings()}}
         ):
             yield
+
+    def routed(self, routes: dict[str, str]) -> override_settings:
+        """The source with ``routes`` added to its own (say, a second event type routed to
+        another workflow, to show that a replay under it does not run there)."""
+        source = self.source_settings()
+        source["ROUTES"] = {**source.get("ROUTES", {}), **routes}
+        return override_settings(WEBHOOKS={**settings.WEBHOOKS, "SOURCES": {self.source: source}})
 
     def send(self, request: SignedRequest, **header_overrides: str | None) -> Any:
         headers = {**request.headers, **header_overrides}

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from tests.conftest import load_vectors
-from tests.scheme_cases import RoutedSchemeContract, SignedRequest
+from tests.conftest import load_vectors, queued_tasks
+from tests.scheme_cases import RoutedSchemeContract, SignedRequest, assert_one_event
+from tests.testapp.models import Execution
 from webhooks_app.exceptions import InvalidJSON, InvalidPayload, InvalidSignature, MissingSignature
 from webhooks_app.ingest import stored_headers
-from webhooks_app.models import WebhookEvent
+from webhooks_app.models import EventStatus, WebhookEvent
 from webhooks_app.schemes import InboundRequest, get_scheme
 from webhooks_app.schemes.github import GitHubScheme
 
@@ -127,6 +128,36 @@ class TestGitHubScheme(RoutedSchemeContract):
             self.good(), **{"X-GitHub-Delivery": None, "X-Hub-Signature-256": "sha256=00"}
         )
         self.assert_refused(response, 401, ("invalid_signature",))
+
+    @pytest.mark.django_db(transaction=True)
+    def test_a_capture_replayed_under_new_delivery_ids_and_events_is_one_event(self) -> None:
+        """Issue #10 finding 4: GitHub signs neither X-GitHub-Delivery nor X-GitHub-Event. A body
+        signed as ``issues`` was stored again under each new delivery id, and a replay naming
+        ``push`` ran it as a push. The body digest makes every variant the first delivery."""
+        with self.routed({"issues": "record", "push": "fail"}):
+            capture = self.good("delivery-1", event_type="issues")
+            first = self.send(capture)
+            replays = [
+                self.send(capture),
+                self.send(capture, **{"X-GitHub-Delivery": "delivery-2"}),
+                self.send(capture, **{"X-GitHub-Event": "push"}),
+                self.send(capture, **{"X-GitHub-Delivery": "delivery-3", "X-GitHub-Event": "push"}),
+            ]
+            assert_one_event(first, replays, workflow="record")
+            assert WebhookEvent.objects.get().event_type == "issues"
+            self.run_pending()
+        assert list(Execution.objects.values_list("workflow", flat=True)) == ["record"]
+
+    @pytest.mark.django_db(transaction=True)
+    def test_an_ignored_capture_replayed_as_a_routed_event_does_not_run(self) -> None:
+        """An unrouted delivery is stored (``ignored``) with its digest, so naming a routed event
+        in a replay does not make it run either."""
+        capture = self.good("delivery-1", event_type="ping")
+        assert self.send(capture).json()["status"] == "ignored"
+        replay = self.send(capture, **{"X-GitHub-Delivery": "delivery-2", "X-GitHub-Event": "push"})
+        assert (replay.status_code, replay.json()["status"]) == (200, "duplicate")
+        assert WebhookEvent.objects.get().status == EventStatus.IGNORED
+        assert queued_tasks() == 0
 
     def test_form_encoded_delivery(self) -> None:
         payload = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1})

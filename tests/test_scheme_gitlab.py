@@ -5,14 +5,23 @@ function."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from django.conf import settings
+from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import load_vectors
-from tests.scheme_cases import RoutedSchemeContract, SignedRequest, TimestampedSchemeContract
+from tests.scheme_cases import (
+    RoutedSchemeContract,
+    SignedRequest,
+    TimestampedSchemeContract,
+    assert_one_event,
+)
 from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest
@@ -156,19 +165,53 @@ def parse(**headers: str) -> tuple[str | None, str]:
     return delivery.webhook_id, delivery.event_type
 
 
-def test_delivery_id_prefers_the_idempotency_key():
+def test_token_mode_delivery_id_prefers_the_idempotency_key():
     both = {"idempotency-key": "k-1", "x-gitlab-event-uuid": "e-1"}
     assert parse(**both, **{"x-gitlab-event": "Push Hook"}) == ("k-1", "Push Hook")
     assert parse(**{"x-gitlab-event-uuid": "e-1", "x-gitlab-event": "Tag Push Hook"}) == (
         "e-1",
         "Tag Push Hook",
     )
-    assert parse(**{"webhook-id": "w-1", **both})[0] == "w-1"  # signed, when signing is on
     assert parse(**{"idempotency-key": "k-1"}) == ("k-1", "")
+    # Without a signature beside it, a webhook-id header is as unsigned as the others: ignored.
+    assert parse(**{"webhook-id": "w-1", **both})[0] == "k-1"
     with pytest.raises(InvalidPayload):
         parse(**{"x-gitlab-event": "Push Hook"})
     with pytest.raises(InvalidPayload):
         parse(**{"idempotency-key": "bad\nid"})
+
+
+UNSIGNED_IDS = {"idempotency-key": "k-1", "x-gitlab-event-uuid": "e-1"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"webhook-signature": "v1,x", "webhook-id": "w-1"}, "w-1"),
+        ({"svix-signature": "v1,x", "svix-id": "s-1"}, "s-1"),
+        # The set that verification checks is the one with the signature, whatever else is sent.
+        ({"svix-signature": "v1,x", "svix-id": "s-1", "webhook-id": "w-1"}, "s-1"),
+        ({"webhook-signature": "v1,x", "webhook-id": "w-1", "svix-id": "s-1"}, "w-1"),
+    ],
+)
+def test_signed_delivery_id_is_the_one_the_signature_covers(headers, expected):
+    """Issue #10 finding 3: the id was read from the unsigned Idempotency-Key when the signature
+    came in svix-* headers. It is now the id of the header set that verification checks."""
+    assert parse(**headers, **UNSIGNED_IDS)[0] == expected
+
+
+@pytest.mark.parametrize("headers", [{"webhook-signature": "v1,x"}, {"svix-signature": "v1,x"}])
+def test_signed_delivery_without_its_signed_id_is_invalid_payload(headers):
+    with pytest.raises(InvalidPayload):  # never a fall-back to an unsigned id
+        parse(**headers, **UNSIGNED_IDS)
+
+
+def test_content_key_is_the_body_digest_in_token_mode_and_none_when_signed():
+    """A signed id is the key (two messages may share a body); a token-mode id covers nothing."""
+    token_mode = InboundRequest(BODY, UNSIGNED_IDS)
+    assert SCHEME.content_key(token_mode) == hashlib.sha256(BODY).hexdigest()
+    for signature in ("webhook-signature", "svix-signature"):
+        assert SCHEME.content_key(InboundRequest(BODY, {signature: "v1,x"})) is None
 
 
 class GitLabContract(RoutedSchemeContract):
@@ -215,6 +258,22 @@ class TestGitLabScheme(GitLabContract):
         response = self.send(self.good(), **{"x-gitlab-token": ""})
         self.assert_refused(response, 401, ("invalid_signature",))
 
+    @pytest.mark.django_db(transaction=True)
+    def test_a_capture_replayed_with_new_ids_or_event_is_one_event(self) -> None:
+        """Token mode signs nothing, so the body digest is the key: the same bytes under a new
+        Idempotency-Key, X-Gitlab-Event-UUID or X-Gitlab-Event are the first delivery. (Whoever
+        captured one also holds the token and can send other bytes: documented, not testable.)"""
+        with self.routed({"Issue Hook": "fail"}):
+            capture = self.good("delivery-1")
+            first = self.send(capture)
+            replays = [
+                self.send(capture),
+                self.send(capture, **{"Idempotency-Key": "new-1", "X-Gitlab-Event-UUID": "new-1"}),
+                self.send(capture, **{"Idempotency-Key": None, "X-Gitlab-Event-UUID": "new-2"}),
+                self.send(capture, **{"X-Gitlab-Event": "Issue Hook"}),
+            ]
+            assert_one_event(first, replays)
+
 
 class TestGitLabSignedScheme(GitLabContract, TimestampedSchemeContract):
     """The signing token: the full timestamped contract, tampering included."""
@@ -233,6 +292,50 @@ class TestGitLabSignedScheme(GitLabContract, TimestampedSchemeContract):
             body, signing_token(secret), webhook_id=webhook_id, timestamp=timestamp
         )
         return SignedRequest(body, {**headers, **self.gitlab_headers(event_type)})
+
+    @pytest.mark.django_db(transaction=True)
+    def test_a_signed_capture_replayed_with_new_unsigned_headers_is_one_event(self) -> None:
+        """Issue #10 finding 3: a delivery signed in ``svix-*`` headers took its id from the
+        unsigned Idempotency-Key, so each new key (and a new X-Gitlab-Event) ran it again
+        inside the tolerance. The reference library signs the capture and accepts the webhook-*
+        replays as authentic: only the signed id can tell them apart, and it is now the id."""
+        body = BODY
+        key = signing_token(settings.SECRET_A)
+        now = int(time.time())
+        signature = Webhook(key).sign("msg-1", datetime.fromtimestamp(now, tz=UTC), body.decode())
+        signed = {
+            "webhook-id": "msg-1",
+            "webhook-timestamp": str(now),
+            "webhook-signature": signature,
+        }
+        svix = {name.replace("webhook-", "svix-"): value for name, value in signed.items()}
+        gitlab = {**self.gitlab_headers("Push Hook"), "Idempotency-Key": "msg-1"}
+        new_ids = {"Idempotency-Key": "key-2", "X-Gitlab-Event-UUID": "key-2"}
+        variants = [
+            {**signed, **gitlab},
+            {**signed, **gitlab, **new_ids},
+            {**signed, **gitlab, "X-Gitlab-Event": "Issue Hook"},
+            {**svix, **gitlab, **new_ids, "X-Gitlab-Event": "Issue Hook"},  # as reported
+            {**svix, **gitlab, **new_ids, "webhook-id": "key-3"},  # an unsigned webhook-id too
+        ]
+        for headers in variants[:3]:
+            Webhook(key).verify(body, headers)
+        with self.routed({"Issue Hook": "fail"}):
+            first = self.send(SignedRequest(body, {**signed, **gitlab}))
+            replays = [self.send(SignedRequest(body, headers)) for headers in variants]
+            assert_one_event(first, replays)
+        assert WebhookEvent.objects.get().event_type == "Push Hook"
+
+    def test_svix_spelling_is_stored_under_its_signed_id_without_the_signature(self) -> None:
+        request = self.good("msg-1")
+        request.headers = {
+            name.replace("webhook-", "svix-"): value for name, value in request.headers.items()
+        }
+        assert self.send(request, **{"Idempotency-Key": "unsigned"}).status_code == 202
+        event = WebhookEvent.objects.get()
+        assert event.webhook_id == "msg-1"
+        assert {"svix-id", "svix-timestamp"} <= set(event.headers)
+        assert "svix-signature" not in event.headers
 
     def test_the_plain_token_alone_is_not_enough(self) -> None:
         request = self.good()

@@ -8,14 +8,14 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
 from tests.conftest import load_vectors
-from tests.scheme_cases import RoutedSchemeContract, SignedRequest
+from tests.scheme_cases import RoutedSchemeContract, SignedRequest, assert_one_event
 from webhooks_app.exceptions import (
     InvalidJSON,
     InvalidPayload,
@@ -158,6 +158,76 @@ def test_body_must_be_a_strict_json_object(body: bytes, error: type[Exception]) 
         SCHEME.parse(request(body, None, **HEADERS, **{"x-shopify-topic": "orders/create"}))
 
 
+# -- the two spellings of every header --------------------------------------------------------
+
+
+def spelled(stem: str, *, bare: bool) -> str:
+    """A Shopify header name: ``shopify-<stem>`` (``bare``) or ``X-Shopify-<stem>``."""
+    return f"shopify-{stem}" if bare else f"X-Shopify-{stem}"
+
+
+def respelled(headers: dict[str, str], *, bare: bool) -> dict[str, str]:
+    """``headers`` with every Shopify header in one spelling; other headers unchanged."""
+    result = {}
+    for name, value in headers.items():
+        stem = name.lower().removeprefix("x-")
+        is_shopify = stem.startswith("shopify-")
+        result[spelled(stem.removeprefix("shopify-"), bare=bare) if is_shopify else name] = value
+    return result
+
+
+BARE = {"shopify-webhook-id": HEADERS["x-shopify-webhook-id"], "shopify-topic": "orders/create"}
+
+
+def test_the_unprefixed_spelling_is_read_like_the_prefixed_one() -> None:
+    """Shopify also sends ``shopify-*`` headers without ``X-`` (its libraries read both)."""
+    delivery = SCHEME.parse(request(BODY, None, **BARE))
+    assert (delivery.webhook_id, delivery.event_type) == (
+        HEADERS["x-shopify-webhook-id"],
+        "orders/create",
+    )
+    verify(
+        InboundRequest(BODY, {"shopify-hmac-sha256": base64.b64encode(DIGEST).decode()}), [SECRET]
+    )
+    both = {
+        **BARE,
+        "x-shopify-webhook-id": BARE["shopify-webhook-id"],
+        "x-shopify-topic": "orders/create",
+    }
+    assert SCHEME.parse(request(BODY, None, **both)).webhook_id == delivery.webhook_id
+
+
+def test_both_spellings_are_signature_headers_and_every_other_pair_is_stored() -> None:
+    assert SCHEME.signature_headers == {"x-shopify-hmac-sha256", "shopify-hmac-sha256"}
+    stems = (
+        "webhook-id",
+        "topic",
+        "shop-domain",
+        "api-version",
+        "event-id",
+        "triggered-at",
+        "test",
+    )
+    expected = {spelled(stem, bare=bare).lower() for stem in stems for bare in (True, False)}
+    assert SCHEME.stored_headers == expected
+
+
+def test_two_spellings_of_the_hmac_that_disagree_are_invalid_signature() -> None:
+    """Never pick one: a valid HMAC beside a different one is refused, in either order."""
+    good, other = base64.b64encode(DIGEST).decode(), base64.b64encode(b"\0" * 32).decode()
+    for prefixed, bare in ((good, other), (other, good)):
+        req = InboundRequest(BODY, {"x-shopify-hmac-sha256": prefixed, "shopify-hmac-sha256": bare})
+        with pytest.raises(InvalidSignature):
+            verify(req, [SECRET])
+
+
+@pytest.mark.parametrize("stem", ["webhook-id", "topic", "shop-domain", "event-id", "test"])
+def test_two_spellings_of_a_header_that_disagree_are_invalid_payload(stem: str) -> None:
+    headers = {**BARE, f"shopify-{stem}": "one", f"x-shopify-{stem}": "other"}
+    with pytest.raises(InvalidPayload):
+        SCHEME.parse(request(BODY, None, **headers))
+
+
 # -- the contract ---------------------------------------------------------------------------
 
 
@@ -166,6 +236,8 @@ class TestShopifyScheme(RoutedSchemeContract):
     scheme_name = "shopify"
     routed_event = "orders/create"
     unrouted_event = "products/update"
+    #: Which spelling of the headers this provider sends (see :class:`TestShopifyBareHeaders`).
+    bare: ClassVar[bool] = False
 
     def build(self, *, webhook_id, event_type, secret, timestamp=None):
         body = json.dumps({"id": 820982911946154508, "email": "jon@example.com"}).encode()
@@ -174,7 +246,78 @@ class TestShopifyScheme(RoutedSchemeContract):
             "X-Shopify-Topic": event_type,
             "X-Shopify-Shop-Domain": "example.myshopify.com",
         }
-        return SignedRequest(body, headers)
+        return SignedRequest(body, respelled(headers, bare=self.bare))
+
+    def header(self, stem: str) -> str:
+        return spelled(stem, bare=self.bare)
+
+    @pytest.mark.django_db(transaction=True)
+    def test_a_capture_replayed_under_new_ids_topics_or_spellings_is_one_event(self) -> None:
+        """Issue #10 finding 4: Shopify signs neither the webhook id nor the topic. A captured
+        order was stored again under each new id; now every variant, in either spelling of the
+        headers, is the first delivery, and none runs under the other topic's workflow."""
+        with self.routed({"orders/cancelled": "fail"}):
+            capture = self.good("wh-1")
+            other_spelling = SignedRequest(
+                capture.body, respelled(capture.headers, bare=not self.bare)
+            )
+            first = self.send(capture)
+            replays = [
+                self.send(capture),
+                self.send(capture, **{self.header("webhook-id"): "wh-2"}),
+                self.send(capture, **{self.header("topic"): "orders/cancelled"}),
+                self.send(
+                    other_spelling,
+                    **{
+                        spelled("webhook-id", bare=not self.bare): "wh-3",
+                        spelled("topic", bare=not self.bare): "orders/cancelled",
+                    },
+                ),
+            ]
+            assert_one_event(first, replays)
+            assert WebhookEvent.objects.get().event_type == "orders/create"
+
+    @pytest.mark.django_db(transaction=True)
+    def test_one_body_under_two_topics_is_one_event_the_first_wins(self) -> None:
+        """Shopify may send identical bytes as two topics (``products/create`` then
+        ``products/update`` of an unchanged product). Nothing signed tells them apart from a
+        replay under another topic, so the first to arrive wins; the second is a duplicate."""
+        with self.routed({"products/create": "record", "products/update": "fail"}):
+            first = self.send(self.good("wh-create", event_type="products/create"))
+            second = self.send(self.good("wh-update", event_type="products/update"))
+            assert_one_event(first, [second])
+
+    @pytest.mark.parametrize(
+        ("stem", "status", "error"),
+        [
+            ("hmac-sha256", 401, "invalid_signature"),
+            ("webhook-id", 400, "invalid_payload"),
+            ("topic", 400, "invalid_payload"),
+            ("shop-domain", 400, "invalid_payload"),
+        ],
+    )
+    def test_both_spellings_with_different_values_are_refused(self, stem, status, error) -> None:
+        """Whichever spelling were picked, a replay could choose the value: refuse instead."""
+        capture = self.good("wh-1")
+        value = capture.headers[self.header(stem)]
+        conflicting = {spelled(stem, bare=not self.bare): "other-" + value}
+        self.assert_refused(self.send(capture, **conflicting), status, (error,))
+        same = {spelled(stem, bare=not self.bare): value}
+        assert self.send(capture, **same).status_code == 202
+
+
+class TestShopifyBareHeaders(TestShopifyScheme):
+    """The whole contract again with ``shopify-*`` headers, as Shopify now also sends them."""
+
+    bare = True
+
+    def test_stored_headers_keep_the_bare_spelling_without_the_hmac(self) -> None:
+        assert self.send(self.good("wh-1")).status_code == 202
+        headers = WebhookEvent.objects.get().headers
+        assert headers["shopify-webhook-id"] == "wh-1"
+        assert headers["shopify-topic"] == "orders/create"
+        assert headers["shopify-shop-domain"] == "example.myshopify.com"
+        assert "shopify-hmac-sha256" not in headers
 
 
 # -- through the endpoint -------------------------------------------------------------------
@@ -224,12 +367,15 @@ def test_useful_headers_are_stored_without_the_hmac(client, shopify_source):
     assert signed["X-Shopify-Hmac-Sha256"] not in json.dumps(event.headers)
 
 
-def test_one_event_to_two_subscriptions_is_two_deliveries(client, shopify_source):
-    """Same ``X-Shopify-Event-Id``, different ``X-Shopify-Webhook-Id``: both are stored."""
-    for webhook_id in ("wh-1", "wh-2"):
-        signed = SCHEME.sign(BODY, settings.SECRET_A, webhook_id=webhook_id)
-        assert post(client, BODY, **signed, **SHOPIFY_HEADERS).status_code == 202
-    assert WebhookEvent.objects.count() == 2
+@pytest.mark.django_db(transaction=True)
+def test_one_event_to_two_subscriptions_is_one_event_the_first_wins(client, shopify_source):
+    """Same ``X-Shopify-Event-Id`` and body, different ``X-Shopify-Webhook-Id``: indistinguishable
+    from a replay under a new id (neither header is signed), so the second is a duplicate."""
+    first, second = [
+        post(client, BODY, **SCHEME.sign(BODY, settings.SECRET_A, webhook_id=wh), **SHOPIFY_HEADERS)
+        for wh in ("wh-1", "wh-2")
+    ]
+    assert_one_event(first, [second])
 
 
 def test_signed_delivery_without_webhook_id_is_400_and_not_stored(client, shopify_source):

@@ -6,15 +6,22 @@ Provider quirks and security subtleties:
   alongside it "for compatibility"; a request carrying only the SHA-1 one is answered
   ``missing_signature``, so nobody can fall back to the weaker MAC. Both headers are signature
   headers: neither is ever stored or logged.
-* Nothing but the body is signed: no timestamp, no delivery id. Replays are stopped only by the
-  delivery-id dedupe (``X-GitHub-Delivery`` is a GUID kept unchanged on a manual redelivery).
+* Nothing but the body is signed: no timestamp, and neither ``X-GitHub-Delivery`` nor
+  ``X-GitHub-Event``. The body's SHA-256 is therefore a second idempotency key
+  (:meth:`Scheme.content_key`, contract §5): a captured delivery re-sent under a new delivery
+  id, a new event name, or both is a duplicate of the first, and never runs again or under
+  another event's route. Should GitHub send identical bytes as two deliveries (one event to a
+  repository hook and an organisation hook on the same source), they are one event too: the
+  first to arrive wins. Once cleanup has deleted an event (``RETENTION_DAYS``), its body is
+  forgotten and a capture would run again.
 * GitHub sends one signature; rotation works by configuring the old and the new secret.
 * Both content types GitHub offers are accepted: ``application/json`` and
   ``application/x-www-form-urlencoded`` (the default for repository webhooks), where the JSON
   is the ``payload`` form field. Either way the MAC covers the raw body as received.
 
 The event type is ``X-GitHub-Event`` (``push``, ``pull_request``…; ``ping`` is an ordinary
-event, ignored unless routed); the delivery id is ``X-GitHub-Delivery``. Both are required.
+event, ignored unless routed); the delivery id is ``X-GitHub-Delivery`` (a GUID, unchanged on a
+manual redelivery). Both are required.
 """
 
 from __future__ import annotations

@@ -2,24 +2,37 @@
 the hook has a signing token, a Standard Webhooks signature.
 
 **Secret token** (every GitLab version): a shared token, not a MAC (see
-:class:`SharedTokenScheme`). It proves the sender knows the secret, not that the body is
-intact, and a captured request stays valid forever: HTTPS protects the body, and the
-delivery-id dedupe is the only replay protection.
+:class:`SharedTokenScheme`). It travels in clear in every request, so whoever captured one
+delivery holds the credential and can send anything (any body, id or event) until the token is
+rotated: no receiver can prevent that; HTTPS and rotating a token that may have leaked can.
+What is stopped here is the same delivery arriving twice. The id is ``Idempotency-Key`` ("unique
+ID that remains consistent across webhook retries", GitLab 17.4+), else ``X-Gitlab-Event-UUID``
+for older GitLab (shared by "recursive" hooks, hence only a fall-back); without either, 400.
+Neither is covered by anything, so the body's SHA-256 is a second key (contract §4): the same
+bytes under a new id or a new ``X-Gitlab-Event`` are a duplicate of the first.
 
 **Signing token** (newer GitLab, behind the ``webhook_signing_token`` feature flag, gitlab MRs
 230944/231325): GitLab signs ``{webhook-id}.{webhook-timestamp}.{body}`` with HMAC-SHA256 and
 sends ``webhook-signature: v1,<base64>``: Standard Webhooks, verified here by
 :class:`~webhooks_app.schemes.standard.StandardWebhooksScheme` (timestamp within the source's
-tolerance, both ways). GitLab hands such tokens out as ``whsec_<base64>``, so a configured secret
-with that prefix is a signing token and any other is a secret token. As soon as one signing
-token is configured, the signature is *required* and ``X-Gitlab-Token`` is not consulted:
-accepting either would leave the body as forgeable as before.
+tolerance, both ways; the ``svix-*`` spelling of the three headers is accepted too). GitLab hands
+such tokens out as ``whsec_<base64>``, so a configured secret with that prefix is a signing token
+and any other is a secret token. As soon as one signing token is configured, the signature is
+*required* and ``X-Gitlab-Token`` is not consulted: accepting either would leave the body as
+forgeable as before. The id is then the signed one, read from the header set that verified
+(``webhook-id``, which GitLab sets to the ``Idempotency-Key``, or ``svix-id``); the unsigned
+``Idempotency-Key`` and ``X-Gitlab-Event-UUID`` are ignored. Being signed, the id is the only key
+(no content key, as for Standard Webhooks): a replay inside the tolerance carries the same id
+whatever else it changes, and is a duplicate; after it, it is refused.
 
-Delivery id: ``webhook-id`` (signed when signing is on; GitLab sets it to the
-``Idempotency-Key``), else ``Idempotency-Key`` ("unique ID that remains consistent across
-webhook retries", GitLab 17.4+), else ``X-Gitlab-Event-UUID`` for older GitLab (shared by
-"recursive" hooks, hence only a fall-back); without any of them, 400. Event type:
-``X-Gitlab-Event`` (``Push Hook``, ``Merge Request Hook``…).
+A request is read as signed when it carries a Standard Webhooks signature (with a signing token
+configured, one that did not verify was already refused). In token mode nothing checks such a
+signature, so its id is as unsigned as the others: that helps only someone holding the token,
+who can send anything anyway.
+
+Event type: ``X-Gitlab-Event`` (``Push Hook``, ``Merge Request Hook``…), unsigned in both modes:
+it routes the first delivery of an id (or of a body, in token mode), and a replay that changes
+it is still that delivery's duplicate, never a run under another workflow.
 """
 
 from __future__ import annotations
@@ -37,14 +50,15 @@ from webhooks_app.schemes.base import (
 )
 from webhooks_app.schemes.standard import (
     SECRET_PREFIX,
-    WEBHOOK_HEADERS,
     StandardWebhooksScheme,
+    carries_signature,
+    signed_message_id,
 )
 
 TOKEN_HEADER = "x-gitlab-token"  # noqa: S105 - a header name, not a secret
 EVENT_HEADER = "x-gitlab-event"
-#: Where the delivery id is read from, best first.
-ID_HEADERS = (WEBHOOK_HEADERS.id, "idempotency-key", "x-gitlab-event-uuid")
+#: Where a token-mode delivery id is read from, best first (a signed one has its own).
+TOKEN_ID_HEADERS = ("idempotency-key", "x-gitlab-event-uuid")
 
 _STANDARD = StandardWebhooksScheme()
 
@@ -52,13 +66,13 @@ _STANDARD = StandardWebhooksScheme()
 class GitLabScheme(SharedTokenScheme):
     token_header: ClassVar[str] = TOKEN_HEADER
     signature_headers: ClassVar[frozenset[str]] = frozenset(
-        {TOKEN_HEADER, WEBHOOK_HEADERS.signature}
+        {TOKEN_HEADER, *StandardWebhooksScheme.signature_headers}
     )
     stored_headers: ClassVar[frozenset[str]] = frozenset(
         {
             EVENT_HEADER,
-            *ID_HEADERS,
-            WEBHOOK_HEADERS.timestamp,
+            *TOKEN_ID_HEADERS,
+            *StandardWebhooksScheme.stored_headers,
             "x-gitlab-webhook-uuid",
             "x-gitlab-instance",
         }
@@ -78,14 +92,16 @@ class GitLabScheme(SharedTokenScheme):
 
     def parse(self, request: InboundRequest) -> Delivery:
         payload = parse_json_object(request.body)
-        for header in ID_HEADERS:
-            if (value := request.header(header)) is not None:
-                webhook_id = validate_webhook_id(value, where=header)
-                break
-        else:
-            raise InvalidPayload("The Idempotency-Key or X-Gitlab-Event-UUID header is required.")
+        webhook_id = (
+            signed_message_id(request) if carries_signature(request) else _token_id(request)
+        )
         event_type = request.header(EVENT_HEADER) or ""
         return Delivery(webhook_id=webhook_id, event_type=event_type, payload=payload)
+
+    def content_key(self, request: InboundRequest) -> str | None:
+        """Signed: none, the signed id is the key (two messages may carry one body). Token
+        mode: the body's digest, since no id there is covered by anything."""
+        return None if carries_signature(request) else super().content_key(request)
 
     def sign(
         self,
@@ -104,6 +120,13 @@ class GitLabScheme(SharedTokenScheme):
             headers["Idempotency-Key"] = webhook_id
             headers["X-Gitlab-Event-UUID"] = webhook_id
         return headers
+
+
+def _token_id(request: InboundRequest) -> str:
+    for header in TOKEN_ID_HEADERS:
+        if (value := request.header(header)) is not None:
+            return validate_webhook_id(value, where=header)
+    raise InvalidPayload("The Idempotency-Key or X-Gitlab-Event-UUID header is required.")
 
 
 SCHEME = GitLabScheme

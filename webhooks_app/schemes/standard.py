@@ -92,6 +92,31 @@ def _header_names(request: InboundRequest) -> _HeaderNames:
     return WEBHOOK_HEADERS
 
 
+def carries_signature(request: InboundRequest) -> bool:
+    """Whether the request carries a signature header of either spelling (the set that
+    :meth:`StandardWebhooksScheme.verify` would check)."""
+    return request.header(_header_names(request).signature) is not None
+
+
+def signed_message_id(request: InboundRequest) -> str:
+    """The message id from the header set whose signature is checked (``webhook-id``, or
+    ``svix-id`` beside ``svix-signature``): signed verbatim, so the only id to trust.
+
+    Schemes built on this one (GitLab) read their id here, never from a header set that
+    verification did not look at, or a replay could choose its own id.
+    """
+    names = _header_names(request)
+    raw_id = request.header(names.id)
+    if raw_id is None:
+        raise InvalidPayload(f"The {names.id} header is required.")
+    webhook_id = validate_webhook_id(raw_id, where=names.id)
+    if "." in webhook_id:
+        # The spec forbids it, and for good reason: with a "." inside the id, part of it
+        # could be re-read as the timestamp of a differently split signed string.
+        raise InvalidPayload(f"{names.id} must not contain '.'.")
+    return webhook_id
+
+
 def _signed_content(webhook_id: str, timestamp: str, body: bytes) -> bytes:
     # UTF-8, as the reference libraries encode the id; the body is the raw bytes received.
     return f"{webhook_id}.{timestamp}.".encode() + body
@@ -142,15 +167,7 @@ class StandardWebhooksScheme(Scheme):
     def parse(self, request: InboundRequest) -> Delivery:
         """The body (any JSON) is the payload; its ``type`` field, if any, is the event type."""
         payload = parse_json(request.body)
-        names = _header_names(request)
-        raw_id = request.header(names.id)
-        if raw_id is None:
-            raise InvalidPayload("The webhook-id header is required.")
-        webhook_id = validate_webhook_id(raw_id, where="webhook-id")
-        if "." in webhook_id:
-            # The spec forbids it, and for good reason: with a "." inside the id, part of it
-            # could be re-read as the timestamp of a differently split signed string.
-            raise InvalidPayload("webhook-id must not contain '.'.")
+        webhook_id = signed_message_id(request)
         event_type = payload.get("type", "") if isinstance(payload, dict) else ""
         if not isinstance(event_type, str):
             raise InvalidPayload("The payload's type must be a string.")
