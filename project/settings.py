@@ -7,13 +7,16 @@ the Redis broker. Everything a deployment changes comes from the environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 import django
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("WEBHOOKS_VAR_DIR", BASE_DIR / "var"))
@@ -24,9 +27,32 @@ def _env_flag(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() not in {"0", "false", "no", "off", ""}
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-demo-only-change-me")
 DEBUG = _env_flag("DJANGO_DEBUG", True)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY.strip():
+    if not DEBUG:
+        # The development key below is public: with it anyone signs session cookies (an admin
+        # login) and password-reset links. A deployment brings its own or does not start.
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set and DEBUG is off (DJANGO_DEBUG=false): refusing to "
+            "start with the demo's public development key. Set DJANGO_SECRET_KEY to a random "
+            'value, e.g. python -c "import secrets; print(secrets.token_urlsafe(50))".'
+        )
+    SECRET_KEY = "django-insecure-demo-only-change-me"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+
+# HTTPS only, as soon as DEBUG is off: plain HTTP is redirected, cookies never travel in clear,
+# and browsers remember it (HSTS; its includeSubDomains and preload directives only cover this
+# host's own subdomains and submit nothing to any preload list). Behind a proxy that terminates
+# TLS, DJANGO_SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto makes Django trust that header (only
+# where the proxy always sets it). DJANGO_HTTPS=false serves plain HTTP on a private network;
+# `check --deploy` then warns, as it should.
+_HTTPS = _env_flag("DJANGO_HTTPS", not DEBUG)
+SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _HTTPS
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000")) if _HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = _HTTPS
+if _proxy_header := os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip():
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -87,14 +113,18 @@ else:
             # Persistent connections: opening one (and running init_command) per request
             # costs more than the request itself.
             "CONN_MAX_AGE": 600,
-            "OPTIONS": {
-                # IMMEDIATE: writers queue on the busy timeout instead of failing with
-                # "database is locked" when a read transaction tries to become a write one.
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
         }
+    }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # However SQLite is configured (the default file or DATABASE_URL=sqlite:///…), and unless
+    # the URL sets an option itself. IMMEDIATE: writers queue on the busy timeout instead of
+    # failing with "database is locked" when a read transaction tries to become a write one
+    # (system check webhooks_app.W005); WAL: readers never wait for the writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        **DATABASES["default"].get("OPTIONS", {}),
     }
 
 # django-q2: see the README's "Queue configuration". The event row owns retries and attempt
@@ -150,9 +180,25 @@ def development_secret(var_dir: Path) -> str | None:
         return None
     path = var_dir / "dev-secret"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        _create_private_file(path, secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _create_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` unless it exists, readable by its owner alone from the start.
+
+    The text goes into a temporary file that ``mkstemp`` creates with ``O_EXCL`` and mode 0600,
+    which is then hard-linked into place. The link fails if another process got there first, so
+    processes starting at once agree on one secret and none reads a half-written file.
+    """
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
 
 
 _dev_secret = development_secret(VAR_DIR)

@@ -4,7 +4,10 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from webhooks_app.conf import env_secret_name, webhook_settings
+from webhooks_app.conf import TOKEN_SCHEMES, env_secret_name, webhook_settings
+from webhooks_app.models import WebhookEvent
+from webhooks_app.schemes import builtin_scheme_names, get_scheme
+from webhooks_app.schemes.base import SharedTokenScheme
 
 
 def test_defaults_apply_for_missing_keys():
@@ -97,3 +100,48 @@ def test_secrets_setting_is_hidden_on_error_pages():
 
     cleansed = SafeExceptionReporterFilter().get_safe_settings()["WEBHOOKS"]
     assert settings.SECRET_A not in str(cleansed)
+
+
+TOKEN = "a-token-seen-on-the-wire-0123456789"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("source", "token_header", "body"),
+    [
+        ("telegram", "HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN", b'{"update_id": 1, "message": {}}'),
+        ("gitlab", "HTTP_X_GITLAB_TOKEN", b'{"object_kind": "push"}'),
+    ],
+)
+def test_the_default_secret_is_never_a_token_schemes_secret(
+    client, monkeypatch, source, token_header, body
+):
+    """The attack: the default was Telegram's token (sent in clear in a header) and so the
+    generic source's HMAC key; whoever saw the token ran any workflow. Now a token scheme never
+    takes the default: its source is not configured (503) until it gets a token of its own."""
+    monkeypatch.setenv("WEBHOOK_SECRET_DEFAULT", TOKEN)
+    sources = {"generic": {}, source: {"SCHEME": source, "ROUTES": {"*": "record"}}}
+    with override_settings(WEBHOOKS={"SOURCES": sources}):
+        assert webhook_settings.source(source).secrets == ()
+        assert webhook_settings.source("generic").secrets == (TOKEN,)
+        response = client.generic(
+            "POST",
+            f"/webhooks/{source}/",
+            body,
+            CONTENT_TYPE="application/json",
+            HTTP_IDEMPOTENCY_KEY="delivery-1",
+            **{token_header: TOKEN},
+        )
+        assert (response.status_code, response.json()["error"]) == (503, "not_configured")
+        monkeypatch.setenv(env_secret_name(source), TOKEN + "-own")
+        webhook_settings.reload()
+        assert webhook_settings.source(source).secrets == (TOKEN + "-own",)
+        assert webhook_settings.source(source).secret_origin == env_secret_name(source)
+    assert not WebhookEvent.objects.exists()
+
+
+def test_token_schemes_are_the_shared_token_scheme_classes():
+    """conf names them (it imports nothing of the app); the classes are the truth."""
+    assert {
+        name for name in builtin_scheme_names() if isinstance(get_scheme(name), SharedTokenScheme)
+    } == TOKEN_SCHEMES

@@ -9,16 +9,22 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
 from webhooks_app import registry
-from webhooks_app.conf import env_secret_name, webhook_settings
-from webhooks_app.schemes import scheme_names
+from webhooks_app.conf import secret_env_names, webhook_settings
+from webhooks_app.schemes import get_scheme, scheme_names
+from webhooks_app.schemes.base import SharedTokenScheme
+from webhooks_app.schemes.standard import signing_key
 
 #: Senders retry for days (Stripe 3 days); the idempotency record must outlive that.
 MIN_RETENTION_DAYS = 3
 #: Standard Webhooks asks for at least 24 random bytes.
 MIN_SECRET_BYTES = 24
+#: SQLite transaction modes that take the write lock at BEGIN, so that a writer waits for the
+#: busy timeout instead of failing at once when its read transaction cannot become a write one.
+SQLITE_WRITE_LOCK_MODES = frozenset({"IMMEDIATE", "EXCLUSIVE"})
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "E001": (
@@ -35,8 +41,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Webhook source {source!r} has no secret while signatures are required; "
         "every delivery to it is refused with 503.",
         "Set WEBHOOKS['SOURCES'][{source!r}]['SECRETS'], or the environment variable "
-        "{env} or WEBHOOK_SECRET_DEFAULT. To disable the source, set it to None in "
-        "WEBHOOKS['SOURCES'].",
+        "{env}. To disable the source, set it to None in WEBHOOKS['SOURCES'].",
     ),
     "E004": (
         "Q_CLUSTER['retry'] ({retry}s) is not longer than Q_CLUSTER['timeout'] ({timeout}s): "
@@ -46,6 +51,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "E005": (
         "WEBHOOKS['WORKFLOWS'][{workflow!r}] = {path!r} cannot be imported: {error}.",
         "Give the dotted path of a callable taking (inputs, event).",
+    ),
+    "E006": (
+        "Webhook source {key_source!r} uses as its HMAC key ({key_origin}) the value that "
+        "source {token_source!r} uses as a shared token ({token_origin}), which travels in "
+        "clear: whoever sees one request to {token_source!r} can sign any request to "
+        "{key_source!r}.",
+        "Give {key_source!r} a random secret of its own in {key_origin}, e.g. python -c "
+        '"import secrets; print(secrets.token_urlsafe(32))".',
     ),
     "W001": (
         "Webhook signatures are switched off while DEBUG is False: anyone can post events.",
@@ -63,9 +76,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Set Q_CLUSTER['timeout'] (e.g. 60) and a 'retry' well above it (e.g. 240).",
     ),
     "W004": (
-        "A secret of webhook source {source!r} is shorter than {min_bytes} bytes.",
+        "A secret of webhook source {source!r} is shorter than {min_bytes} bytes "
+        "(a whsec_ secret counts the bytes of its base64-decoded key).",
         "Use a random secret of at least 24 bytes, e.g. python -c "
         '"import secrets; print(secrets.token_urlsafe(32))".',
+    ),
+    "W005": (
+        "DATABASES['default'] is SQLite without OPTIONS['transaction_mode'] = 'IMMEDIATE': "
+        'concurrent deliveries fail at once with "database is locked" instead of waiting '
+        "their turn.",
+        "Add to DATABASES['default']['OPTIONS']: \"transaction_mode\": \"IMMEDIATE\", "
+        '"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" '
+        "(as the demo project's settings do).",
     ),
 }
 
@@ -96,10 +118,57 @@ def check_sources(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                     message("E002", source=source.name, event=event, workflow=workflow_name)
                 )
         if webhook_settings.REQUIRE_SIGNATURE and not source.secrets:
-            found.append(message("E003", source=source.name, env=env_secret_name(source.name)))
-        if any(len(secret.encode()) < MIN_SECRET_BYTES for secret in source.secrets):
+            env = " or ".join(secret_env_names(source.name, source.scheme))
+            found.append(message("E003", source=source.name, env=env))
+        # The key's bytes, not the text's: "whsec_" and base64 add characters but no entropy.
+        if any(len(signing_key(secret) or b"") < MIN_SECRET_BYTES for secret in source.secrets):
             found.append(message("W004", source=source.name, min_bytes=MIN_SECRET_BYTES))
     return found
+
+
+@checks.register()
+def check_token_reuse(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E006: one value that is a shared token somewhere and an HMAC key somewhere else.
+
+    Compared after every fall-back (``SECRETS``, ``WEBHOOK_SECRET_<SOURCE>``,
+    ``WEBHOOK_SECRET_DEFAULT``), so a reuse through the environment is found too. Shared tokens
+    are what a request carries as is: the secrets of token schemes (Telegram, GitLab) and the
+    ``VERIFY_TOKEN`` of a handshake (sent in its URL).
+    """
+    sources = list(webhook_settings.sources.values())
+    token_sources = {source.name for source in sources if _is_token_scheme(source.scheme)}
+    tokens: dict[str, tuple[str, str]] = {}  # value -> (source, setting); the first one wins
+    for source in sources:
+        if source.verify_token:
+            origin = f"WEBHOOKS['SOURCES'][{source.name!r}]['VERIFY_TOKEN']"
+            tokens.setdefault(source.verify_token, (source.name, origin))
+        if source.name in token_sources:
+            for secret in source.secrets:
+                tokens.setdefault(secret, (source.name, source.secret_origin))
+    found: list[checks.CheckMessage] = []
+    for source in sources:
+        if source.name in token_sources:
+            continue
+        for secret in source.secrets:
+            if secret in tokens:
+                token_source, token_origin = tokens[secret]
+                found.append(
+                    message(
+                        "E006",
+                        key_source=source.name,
+                        key_origin=source.secret_origin,
+                        token_source=token_source,
+                        token_origin=token_origin,
+                    )
+                )
+    return found
+
+
+def _is_token_scheme(name: str) -> bool:
+    try:
+        return isinstance(get_scheme(name), SharedTokenScheme)
+    except (KeyError, ImportError):  # E001 (or the import error) is reported on its own
+        return False
 
 
 @checks.register()
@@ -116,6 +185,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             except ImportError as exc:
                 found.append(message("E005", workflow=name, path=path, error=exc))
     return found
+
+
+@checks.register()
+def check_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    database = settings.DATABASES.get(DEFAULT_DB_ALIAS, {})
+    if not database.get("ENGINE", "").endswith(("sqlite3", "spatialite")):
+        return []
+    mode = (database.get("OPTIONS") or {}).get("transaction_mode") or ""
+    return [] if mode.upper() in SQLITE_WRITE_LOCK_MODES else [message("W005")]
 
 
 @checks.register()

@@ -31,17 +31,36 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_GRACE": 60,
     "WORKFLOWS": {},
     "SCHEMES": {},
+    # The staff API's DRF authentication: the session (CSRF enforced) unless the host says
+    # otherwise. Not DRF's default, whose BasicAuthentication replays without a CSRF token.
+    "API_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "HEALTH_TOKEN": "",  # `Authorization: Bearer <token>` sees the health details; "" = none
 }
 
 DEFAULT_SOURCE = "generic"
 ENV_SIGNATURE_REQUIRED = "WEBHOOK_SIGNATURE_REQUIRED"
 ENV_SECRET_DEFAULT = "WEBHOOK_SECRET_DEFAULT"  # noqa: S105 - a variable name, not a secret
+#: Built-in schemes whose secret is a shared token sent as is in every request (their classes
+#: are ``SharedTokenScheme``s; a test keeps the two in step). ``WEBHOOK_SECRET_DEFAULT`` is an
+#: HMAC key for the other sources, and a token anyone on the path can read must never be one.
+TOKEN_SCHEMES = frozenset({"gitlab", "telegram"})
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
 
 def env_secret_name(source: str) -> str:
     """``WEBHOOK_SECRET_<SOURCE>``: upper-case, anything but letters and digits becomes ``_``."""
     return "WEBHOOK_SECRET_" + re.sub(r"[^A-Z0-9]", "_", source.upper())
+
+
+def secret_env_names(source: str, scheme: str) -> tuple[str, ...]:
+    """The environment variables a source without ``SECRETS`` takes its secret from, in order.
+
+    ``WEBHOOK_SECRET_DEFAULT`` is left out for token schemes: a Telegram or GitLab token travels
+    in clear, so as the default it would become every other source's HMAC key as well.
+    """
+    if scheme in TOKEN_SCHEMES:
+        return (env_secret_name(source),)
+    return (env_secret_name(source), ENV_SECRET_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -101,10 +120,11 @@ class WebhookSettings:
         return self.sources.get(name)
 
     def _build_source(self, name: str, options: Mapping[str, Any]) -> SourceConfig:
-        secrets, origin = _resolve_secrets(name, options.get("SECRETS"))
+        scheme = options.get("SCHEME", DEFAULT_SOURCE if name == DEFAULT_SOURCE else name)
+        secrets, origin = _resolve_secrets(name, scheme, options.get("SECRETS"))
         return SourceConfig(
             name=name,
-            scheme=options.get("SCHEME", DEFAULT_SOURCE if name == DEFAULT_SOURCE else name),
+            scheme=scheme,
             secrets=secrets,
             routes=dict(options.get("ROUTES", {})),
             timestamp_tolerance=int(options.get("TIMESTAMP_TOLERANCE", self.TIMESTAMP_TOLERANCE)),
@@ -123,8 +143,8 @@ class WebhookSettings:
         registry.clear_settings_cache()
 
 
-def _resolve_secrets(source: str, configured: Any) -> tuple[tuple[str, ...], str]:
-    """Configured ``SECRETS``, else ``WEBHOOK_SECRET_<SOURCE>``, else ``WEBHOOK_SECRET_DEFAULT``.
+def _resolve_secrets(source: str, scheme: str, configured: Any) -> tuple[tuple[str, ...], str]:
+    """Configured ``SECRETS``, else the first of :func:`secret_env_names` that is set.
 
     Empty strings are dropped: an empty HMAC key is not a secret (anyone can compute it).
     """
@@ -133,7 +153,7 @@ def _resolve_secrets(source: str, configured: Any) -> tuple[tuple[str, ...], str
     secrets = tuple(s for s in configured or () if isinstance(s, str) and s)
     if secrets:
         return secrets, f"WEBHOOKS['SOURCES'][{source!r}]['SECRETS']"
-    for env_name in (env_secret_name(source), ENV_SECRET_DEFAULT):
+    for env_name in secret_env_names(source, scheme):
         if value := os.environ.get(env_name, ""):
             return (value,), env_name
     return (), ""
