@@ -86,26 +86,27 @@ class Process:
 class Server(Process):
     """gunicorn serving tests.settings on a free port."""
 
+    name = "gunicorn"
+
     def __init__(self, workers: int = 2, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        super().__init__(
-            "gunicorn",
-            [
-                sys.executable, "-m", "gunicorn", "project.wsgi:application",
-                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-                "--access-logfile", "-", "--graceful-timeout", "5",
-            ],
-            env or subprocess_env(),
-        )  # fmt: skip
+        super().__init__(self.name, self.command(workers), env or subprocess_env())
         try:
             wait_until(self._ready, timeout=30, interval=0.2)
         except BaseException:
             self.stop()  # never leave a half-started server behind
             raise
 
+    def command(self, workers: int) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", "project.wsgi:application",
+            "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+            "--access-logfile", "-", "--graceful-timeout", "5",
+        ]  # fmt: skip
+
     def _ready(self) -> bool:
         if self.popen.poll() is not None:
-            raise RuntimeError(f"gunicorn exited:\n{self.output()}")
+            raise RuntimeError(f"{self.name} exited:\n{self.output()}")
         try:
             return self.request("GET", "/webhooks/health/")[0] in (200, 503)
         except OSError:
@@ -126,6 +127,19 @@ class Server(Process):
             return response.status, parsed, dict(response.getheaders())
         finally:
             conn.close()
+
+
+class UvicornServer(Server):
+    """uvicorn serving ``project.asgi`` (Django's ASGI handler behind the app's body limit)."""
+
+    name = "uvicorn"
+
+    def command(self, workers: int) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "project.asgi:application",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
+            "--lifespan", "off", "--timeout-graceful-shutdown", "5",
+        ]  # fmt: skip
 
 
 class Cluster(Process):

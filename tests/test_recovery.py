@@ -173,3 +173,20 @@ def test_kill_9_of_the_whole_cluster_mid_workflow_then_restart_succeeds(server):
     assert Execution.objects.filter(webhook_id="killed-mid-run").count() == 2
     assert event.effects.count() == 1
     assert event.result == {"slept": 3, "first": True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recovery_never_runs_a_workflow_whose_result_could_not_be_stored(post_webhook):
+    """Finding 16: on PostgreSQL a NUL in the result made the final UPDATE fail, the event stayed
+    ``running``, and recovery ran the finished workflow again, up to MAX_ATTEMPTS times. In
+    autocommit, as in a worker."""
+    assert post_webhook(envelope("unstorable", "nul-result", kind="nul")).status_code == 202
+    event = WebhookEvent.objects.get(webhook_id="nul-result")
+    assert tasks.process_event(event.pk) == "dead"
+    # Long after the attempt's deadline, recovery finds nothing to take back.
+    deadline = tasks.attempt_deadline().total_seconds()
+    WebhookEvent.objects.filter(pk=event.pk).update(started_at=ago(deadline + 5))
+    assert tasks.recover_stranded_events() == {"pending": 0, "failed": 0, "running": 0, "dead": 0}
+    assert tasks.process_event(event.pk).startswith("skipped")
+    assert WebhookEvent.objects.get(pk=event.pk).status == EventStatus.DEAD
+    assert Execution.objects.filter(webhook_id="nul-result").count() == 1

@@ -10,8 +10,9 @@ from django.test import override_settings
 from django.utils import timezone
 from django_q.models import Schedule
 
-from tests.conftest import queued_tasks
+from tests.conftest import envelope, queued_tasks
 from tests.testapp.models import Execution
+from tests.testapp.workflows import UNSTORABLE_RESULTS
 from webhooks_app import signals, tasks
 from webhooks_app.models import EventStatus, WebhookEvent
 
@@ -122,14 +123,68 @@ def test_unregistered_workflow_fails_like_an_exception():
     assert "No workflow is registered as 'vanished'" in event.error
 
 
-def test_a_result_that_is_not_json_is_a_failure(monkeypatch):
-    from webhooks_app import registry
+#: What the stored error says about each of tests.testapp.workflows.UNSTORABLE_RESULTS.
+UNSTORABLE_BECAUSE = {
+    "nul": "a string in it holds a NUL character (\\u0000), which PostgreSQL cannot store",
+    "set": "it is not JSON (TypeError: Object of type set is not JSON serializable)",
+    "object": "it is not JSON (TypeError: Object of type object is not JSON serializable)",
+    "nan": "it is not JSON (ValueError: Out of range float values are not JSON compliant",
+    "lone_surrogate": "a string in it holds a lone surrogate, which is not valid Unicode",
+}
 
-    monkeypatch.setitem(registry._decorated, "returns_set", lambda inputs, event: {1, 2})
-    event = make_event("returns_set")
-    assert tasks.process_event(event.pk) == "failed"
+
+def delivered(post_webhook, workflow: str, webhook_id: str, **inputs) -> WebhookEvent:
+    """An event stored through the real endpoint."""
+    response = post_webhook(envelope(workflow, webhook_id, **inputs))
+    assert response.status_code == 202, response.content
+    return WebhookEvent.objects.get(webhook_id=webhook_id)
+
+
+def test_every_unstorable_kind_is_tested():
+    assert UNSTORABLE_BECAUSE.keys() == UNSTORABLE_RESULTS.keys()
+
+
+@pytest.mark.parametrize("kind", UNSTORABLE_BECAUSE)
+def test_an_unstorable_result_ends_the_event_dead_without_running_it_again(kind, post_webhook):
+    """Finding 16: PostgreSQL refused the final UPDATE (NUL in jsonb), the event stayed
+    ``running`` and recovery ran the finished workflow again. The same rule holds on SQLite."""
+    event = delivered(post_webhook, "unstorable", f"unstorable-{kind}", kind=kind)
+    failures = []
+    signals.event_failed.connect(lambda **kw: failures.append(kw), weak=False, dispatch_uid="t3")
+    try:
+        assert tasks.process_event(event.pk) == "dead"
+    finally:
+        signals.event_failed.disconnect(dispatch_uid="t3")
     event.refresh_from_db()
-    assert "TypeError" in event.error
+    assert event.status == EventStatus.DEAD
+    assert event.attempts == 1
+    assert event.result is None
+    assert event.error.startswith(
+        f"The workflow finished, but its result cannot be stored: {UNSTORABLE_BECAUSE[kind]}"
+    )
+    assert "It is not run again" in event.error
+    assert event.finished_at is not None and event.next_attempt_at is None
+    assert [entry["outcome"] for entry in event.history] == ["failed"]
+    assert [f["will_retry"] for f in failures] == [False]
+    assert tasks.process_event(event.pk).startswith("skipped")
+    assert Execution.objects.filter(workflow="unstorable").count() == 1
+
+
+def test_an_error_with_a_nul_character_is_stored_escaped_and_retried_as_usual(post_webhook):
+    """The failure itself must be storable: a NUL (or a lone surrogate) in the exception's
+    message made the UPDATE that records the failure fail on PostgreSQL."""
+    event = delivered(post_webhook, "fail_with_nul", "nul-error")
+    max_attempts = settings.WEBHOOKS["MAX_ATTEMPTS"]
+    for attempt in range(1, max_attempts + 1):
+        assert tasks.process_event(event.pk) == "failed"
+        event.refresh_from_db()
+        assert event.attempts == attempt
+        assert event.status == (EventStatus.FAILED if attempt < max_attempts else EventStatus.DEAD)
+    assert f"ValueError: bad\\x00byte \\ud800 on attempt {max_attempts}" in event.error
+    assert "\x00" not in event.error
+    assert [entry["outcome"] for entry in event.history] == ["failed"] * max_attempts
+    assert "bad\\x00byte" in event.history[-1]["error"]
+    assert Execution.objects.filter(workflow="fail_with_nul").count() == max_attempts
 
 
 def test_timeout_is_recorded_and_reraised(monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import traceback
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,15 +61,13 @@ def process_event(event_id: int) -> str:
         if func is None:
             raise LookupError(f"No workflow is registered as {event.workflow_name!r}.")
         result = func(event.payload, event)
-        json.dumps(result)  # stored as JSON: refuse anything that would not round-trip
     except BaseException as exc:
         # BaseException: django-q2's timeout is a SystemExit raised inside the workflow.
         record_failure(event, exc)
         if not isinstance(exc, Exception):
             raise
         return "failed"
-    record_success(event, result)
-    return "succeeded"
+    return record_success(event, result)
 
 
 def claim(event_id: int, now: datetime) -> WebhookEvent | None:
@@ -133,7 +132,24 @@ def _finish(event: WebhookEvent, **fields: Any) -> bool:
         return bool(cursor.rowcount)
 
 
-def record_success(event: WebhookEvent, result: Any) -> None:
+def record_success(event: WebhookEvent, result: Any) -> str:
+    """Store what the workflow returned; returns ``"succeeded"``, or ``"dead"`` when the result
+    cannot be stored (:func:`_why_unstorable`).
+
+    An unstorable result ends the event ``dead`` at once, not ``failed`` with a retry: the
+    workflow has finished and done its work, and running it again would repeat its effects
+    only to return the same value. (Left to the final UPDATE, PostgreSQL's refusal would leave
+    the event ``running`` and recovery would run the finished workflow again and again.)
+    """
+    problem = _why_unstorable(result)
+    if problem is not None:
+        message = (
+            f"The workflow finished, but its result cannot be stored: {problem}. It is not run "
+            "again, so that its effects are not repeated; fix what it returns, then replay the "
+            "event."
+        )
+        _record_failed_attempt(event, error=message, summary=message, will_retry=False)
+        return "dead"
     finished = timezone.now()
     if _finish(
         event,
@@ -145,6 +161,43 @@ def record_success(event: WebhookEvent, result: Any) -> None:
         history=[*event.history, _attempt_entry(event, finished, "succeeded")],
     ):
         signals.event_succeeded.send(sender=WebhookEvent, event=event, result=result)
+    return "succeeded"
+
+
+#: A NUL character as ``json.dumps`` writes it: ``\u0000`` after an even number of backslashes
+#: (an odd number means the text held a backslash followed by the letters ``u0000``).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _why_unstorable(result: Any) -> str | None:
+    """Why ``result`` cannot be stored as the event's JSON, or None if it can.
+
+    One rule for every supported database, so a workflow that works on the embedded SQLite
+    does not start failing on PostgreSQL: JSON without NaN or Infinity (``jsonb`` refuses them),
+    and no string holding a NUL character or a lone surrogate (neither ``jsonb`` nor UTF-8 can).
+    """
+    try:
+        # ensure_ascii=False keeps every character but the control ones as itself, so a lone
+        # surrogate fails the encoding below and a NUL shows as its escape.
+        text = json.dumps(result, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"it is not JSON ({printable(f'{type(exc).__name__}: {exc}')})"
+    if _ESCAPED_NUL.search(text):
+        return "a string in it holds a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string in it holds a lone surrogate, which is not valid Unicode"
+    return None
+
+
+def _storable_text(text: str) -> str:
+    """``text`` with what no database text column holds (NUL, lone surrogates) escaped.
+
+    An exception's message is the workflow's (or its inputs') text: stored unescaped, a NUL
+    in it would make PostgreSQL refuse the failure itself and strand the event ``running``.
+    """
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def retry_delay(attempt: int) -> float:
@@ -154,11 +207,26 @@ def retry_delay(attempt: int) -> float:
 
 
 def record_failure(event: WebhookEvent, exc: BaseException) -> None:
+    """A raising workflow: ``failed`` and retried after the backoff, or ``dead`` when that was
+    the last attempt."""
+    _record_failed_attempt(
+        event,
+        error=_storable_text("".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))),
+        summary=f"{type(exc).__name__}: {exc}",
+        will_retry=event.attempts < webhook_settings.MAX_ATTEMPTS,
+    )
+
+
+def _record_failed_attempt(
+    event: WebhookEvent, *, error: str, summary: str, will_retry: bool
+) -> None:
+    """End the attempt ``failed``: a retry scheduled (or queued at once), or the event ``dead``.
+
+    ``error`` (stored as the event's error) must be storable text; ``summary`` goes into the
+    attempt's history entry and the log line, escaped here.
+    """
     finished = timezone.now()
-    frames = traceback.format_exception(exc, limit=-TRACEBACK_FRAMES)
-    error = "".join(frames)
-    summary = printable(f"{type(exc).__name__}: {exc}", limit=500)
-    will_retry = event.attempts < webhook_settings.MAX_ATTEMPTS
+    summary = printable(summary, limit=500)
     delay = retry_delay(event.attempts) if will_retry else 0.0
     if delay < 1:  # below the scheduler's resolution: straight back on the queue
         delay = 0.0

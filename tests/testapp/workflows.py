@@ -34,3 +34,25 @@ def sleep(inputs: dict[str, Any], event: WebhookEvent) -> dict[str, Any]:
     time.sleep(float(inputs.get("seconds", 1)))
     with once(event, "after-sleep") as first:  # the effect a crash mid-sleep must not double
         return {"slept": inputs.get("seconds", 1), "first": first}
+
+
+#: What ``unstorable`` returns, by ``inputs["kind"]``: results no database can store as JSON.
+UNSTORABLE_RESULTS: dict[str, Any] = {
+    "nul": {"x": "a\x00b"},
+    "set": {"x": {1, 2}},
+    "object": {"x": object()},
+    "nan": {"x": float("nan")},
+    "lone_surrogate": {"x": "\ud800"},
+}
+
+
+@workflow("unstorable")
+def unstorable(inputs: dict[str, Any], event: WebhookEvent) -> Any:
+    _record("unstorable", event)
+    return UNSTORABLE_RESULTS[inputs["kind"]]
+
+
+@workflow("fail_with_nul")
+def fail_with_nul(inputs: dict[str, Any], event: WebhookEvent) -> None:
+    _record("fail_with_nul", event)
+    raise ValueError(f"bad\x00byte \ud800 on attempt {event.attempts}")
