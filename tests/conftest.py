@@ -107,6 +107,19 @@ def cluster(transactional_db: None) -> Iterator[Any]:
     process.stop()
 
 
+@pytest.fixture
+def staff_session(transactional_db: None) -> dict[str, str]:
+    """Headers of a logged-in superuser's browser, for a real server: the session cookie and
+    the CSRF token that a POST to the staff API (session authentication only) needs."""
+    from django.contrib.auth.models import User
+
+    client = Client()
+    client.force_login(User.objects.create_superuser("staff", "staff@example.com", "staff-pw"))
+    client.get("/admin/")  # sets the CSRF cookie
+    session, csrf = client.cookies["sessionid"].value, client.cookies["csrftoken"].value
+    return {"Cookie": f"sessionid={session}; csrftoken={csrf}", "X-CSRFToken": csrf}
+
+
 VECTORS = Path(__file__).resolve().parent / "vectors" / "vectors.json"
 
 

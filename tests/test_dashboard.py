@@ -114,3 +114,23 @@ def test_replay_button_needs_a_csrf_token(events):
     assert response.status_code == 403
     dead.refresh_from_db()
     assert dead.status == EventStatus.DEAD
+
+
+@pytest.mark.parametrize(
+    "next_url",
+    ["https://evil.example/", "//evil.example", "/\\evil.example", "http://testserver.evil/"],
+)
+def test_replay_button_never_redirects_off_site(admin_client, events, next_url):
+    dead = WebhookEvent.objects.get(webhook_id="e6")
+    url = reverse("admin:webhooks_app_webhookevent_replay", args=[dead.pk])
+    response = admin_client.post(url, {"next": next_url})
+    assert response.status_code == 302 and response["Location"] == URL  # the dashboard instead
+    dead.refresh_from_db()
+    assert dead.status == EventStatus.PENDING  # the replay itself is done
+
+
+def test_replay_button_keeps_a_local_next_with_its_query(admin_client, events):
+    dead = WebhookEvent.objects.get(webhook_id="e6")
+    url = reverse("admin:webhooks_app_webhookevent_replay", args=[dead.pk])
+    response = admin_client.post(url, {"next": f"{URL}?refresh=1"})
+    assert response["Location"] == f"{URL}?refresh=1"

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission, User
 from django.db import DatabaseError
 from django.test import override_settings
+from django.views.debug import ExceptionReporter
 from rest_framework.throttling import BaseThrottle
 
 from tests.conftest import GENERIC_URL, envelope, queued_tasks, sign
-from webhooks_app import ingest
+from webhooks_app import ingest, schemes, signals
 from webhooks_app.models import WebhookEvent
 from webhooks_app.views import MetaHeaders, WebhookView
 
@@ -274,9 +280,12 @@ def test_duplicate_is_200_with_the_stored_status(post_webhook):
 
 
 def test_webhook_id_from_header_and_assigned_when_absent(post_webhook):
-    assert post_webhook(envelope(webhook_id=None, n=1), HTTP_X_WEBHOOK_ID="from-header").json()[
-        "webhook_id"
-    ] == "from-header"
+    assert (
+        post_webhook(envelope(webhook_id=None, n=1), HTTP_X_WEBHOOK_ID="from-header").json()[
+            "webhook_id"
+        ]
+        == "from-header"
+    )
     assigned = post_webhook(envelope(webhook_id=None, n=2)).json()
     assert assigned["status"] == "accepted" and len(assigned["webhook_id"]) == 32  # a UUID
     assert WebhookEvent.objects.count() == 2
@@ -403,11 +412,12 @@ def test_log_lines_escape_control_characters(post_webhook, caplog):
         assert "\n" not in record.getMessage()
 
 
-def test_health_reports_database_and_queue(client):
-    response = client.get("/webhooks/health/")
+def test_health_reports_database_and_queue(admin_client):
+    response = admin_client.get("/webhooks/health/")
     assert response.status_code == 200
     body = response.json()
     assert body["database"] == "ok"
+    assert body["queue"]["status"] == "ok"
     assert body["queue"]["broker"] in {"orm", "redis"}
     assert isinstance(body["queue"]["queued"], int)
 
@@ -453,3 +463,123 @@ def test_a_connection_closed_mid_body_is_400_not_500(client):
     )  # fmt: skip
     assert_error(response, 400, "invalid_payload")
     assert_nothing_stored()
+
+
+HEALTH_URL = "/webhooks/health/"
+
+
+def test_anonymous_health_says_only_up_or_down(client):
+    """A load balancer needs up/down; the queue's depth, broker and cluster ids are not public."""
+    response = client.get(HEALTH_URL)
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "queue": {"status": "ok"}}
+
+
+def test_health_details_need_a_staff_session_or_the_health_token(client, settings):
+    settings.WEBHOOKS = {**settings.WEBHOOKS, "HEALTH_TOKEN": "health-token-0123456789"}
+    details = {"status", "broker", "queued", "clusters"}
+
+    def queue_keys(**headers: str) -> set[str]:
+        response = client.get(HEALTH_URL, **headers)
+        assert response.status_code == 200
+        return set(response.json()["queue"])
+
+    assert queue_keys() == {"status"}
+    assert queue_keys(HTTP_AUTHORIZATION="Bearer health-token-0123456789") == details
+    assert queue_keys(HTTP_AUTHORIZATION="Bearer health-token-012345678") == {"status"}
+    assert queue_keys(HTTP_AUTHORIZATION="Basic health-token-0123456789") == {"status"}
+    user = User.objects.create_user("ops", password="pw", is_staff=True)
+    client.force_login(user)
+    assert queue_keys() == {"status"}  # staff who may not view events
+    user.user_permissions.add(Permission.objects.get(codename="view_webhookevent"))
+    assert queue_keys() == details
+
+
+def test_an_unset_health_token_matches_no_bearer(client):
+    response = client.get(HEALTH_URL, HTTP_AUTHORIZATION="Bearer ")
+    assert response.json() == {"database": "ok", "queue": {"status": "ok"}}
+
+
+def meta_name(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+@pytest.fixture
+def receiver_crashes() -> Iterator[None]:
+    """A project's ``event_received`` receiver with a bug: the delivery is stored, then a 500."""
+
+    def crash(**kwargs: Any) -> None:
+        raise RuntimeError("bug in a project's receiver")
+
+    signals.event_received.connect(crash)
+    yield
+    signals.event_received.disconnect(crash)
+
+
+def deliver_and_crash(client) -> tuple[Any, list[str]]:
+    """A signed Shopify delivery that also carries every other scheme's signature headers
+    (Stripe-like ``v1=<hex>`` values), answered 500: the response and the values sent."""
+    shopify = schemes.get_scheme("shopify")
+    body = b'{"id": 1}'
+    signed = {meta_name(k): v for k, v in shopify.sign(body, settings.SECRET_A).items()}
+    others = {
+        meta_name(header): f"v1={uuid.uuid4().hex}{uuid.uuid4().hex}"
+        for name in schemes.scheme_names()
+        for header in schemes.get_scheme(name).signature_headers - shopify.signature_headers
+    }
+    assert {"HTTP_X_HUB_SIGNATURE_256", "HTTP_STRIPE_SIGNATURE", "HTTP_X_TWILIO_SIGNATURE"} <= set(
+        others
+    )
+    source = {"SCHEME": "shopify", "SECRETS": [settings.SECRET_A], "ROUTES": {"*": "record"}}
+    client.raise_request_exception = False
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "SOURCES": {"shop": source}}):
+        response = client.post(
+            "/webhooks/shop/", body, content_type="application/json",
+            HTTP_X_SHOPIFY_TOPIC="orders/create", HTTP_X_SHOPIFY_WEBHOOK_ID="order-1",
+            **signed, **others,
+        )  # fmt: skip
+    assert response.status_code == 500
+    assert WebhookEvent.objects.filter(source="shop").exists()  # it did get that far
+    return response, [*signed.values(), *others.values()]
+
+
+@pytest.fixture
+def crashed(client, caplog, receiver_crashes) -> tuple[Any, Any, list[str]]:
+    """(the request as Django's error reporting got it, its exc_info, the signature values)."""
+    _, values = deliver_and_crash(client)
+    record = next(r for r in caplog.records if r.name == "django.request" and r.exc_info)
+    return record.request, record.exc_info, values
+
+
+def test_error_reports_hide_every_schemes_signature_headers(crashed):
+    request, exc_info, values = crashed
+    reporter = ExceptionReporter(request, *exc_info, is_email=True)  # as AdminEmailHandler does
+    for report in (reporter.get_traceback_text(), reporter.get_traceback_html()):
+        assert "HTTP_X_SHOPIFY_HMAC_SHA256" in report  # the request's META is in the report...
+        assert [value for value in values if value in report] == []  # ...without a signature
+
+
+def test_error_reports_hide_frame_variables_holding_a_signature(crashed):
+    request, _, values = crashed
+
+    def project_code(meta: dict[str, str]) -> None:
+        shopify_signature = meta["HTTP_X_SHOPIFY_HMAC_SHA256"]  # noqa: F841 - shown in reports
+        stripe_v1 = meta["HTTP_STRIPE_SIGNATURE"].split("=")[1]  # noqa: F841 - part of a value
+        raise RuntimeError("a bug in code that read the headers")
+
+    try:
+        project_code(request.META)
+    except RuntimeError:
+        html = ExceptionReporter(request, *sys.exc_info(), is_email=True).get_traceback_html()
+    assert "shopify_signature" in html and "stripe_v1" in html
+    assert [value for value in values if value.removeprefix("v1=") in html] == []
+
+
+def test_the_debug_page_hides_them_too(client, settings, receiver_crashes):
+    settings.DEBUG = True
+    response, values = deliver_and_crash(client)
+    page = response.content.decode()
+    # The receiver's error itself, not an AttributeError of DRF's DEBUG-only error path.
+    assert page.split("<title>", 1)[1].lstrip().startswith("RuntimeError")
+    assert "HTTP_X_SHOPIFY_HMAC_SHA256" in page
+    assert [value for value in values if value.removeprefix("v1=") in page] == []

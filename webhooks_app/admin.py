@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from webhooks_app import dashboard, services, sql
@@ -222,9 +223,18 @@ class WebhookEventAdmin(admin.ModelAdmin):
         event = get_object_or_404(WebhookEvent, pk=pk)
         count = services.replay_events(WebhookEvent.objects.filter(pk=event.pk))
         self.message_user(request, f"Queued {count} event(s) to run again.", messages.SUCCESS)
-        return HttpResponseRedirect(
-            request.POST.get("next") or reverse("admin:webhooks_app_dashboard")
-        )
+        return HttpResponseRedirect(_local_next(request) or reverse("admin:webhooks_app_dashboard"))
+
+
+def _local_next(request: HttpRequest) -> str | None:
+    """The form's ``next`` if it stays on this site; a forged form must not turn the admin's
+    redirect into one to another host (``//evil.example``, ``/\\evil.example`` included)."""
+    url = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return url
+    return None
 
 
 DASHBOARD_REFRESH_SECONDS = 30

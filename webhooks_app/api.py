@@ -6,33 +6,75 @@ The views carry drf-spectacular's ``AutoSchema`` themselves, so a host project n
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from django.db.models import QuerySet
 from django.urls import include, path, reverse
+from django.utils.module_loading import import_string
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, serializers, viewsets
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webhooks_app import services
+from webhooks_app.conf import webhook_settings
 from webhooks_app.models import EventStatus, WebhookEvent
 from webhooks_app.openapi import documented
 
 
+class OperatorAuthentication:
+    """Mixin for the operator's views: DRF authentication from
+    ``WEBHOOKS["API_AUTHENTICATION_CLASSES"]`` (the session by default), read per request.
+
+    Not DRF's ``DEFAULT_AUTHENTICATION_CLASSES``: its default includes ``BasicAuthentication``,
+    which browsers resend by themselves and which skips the CSRF check, so a forged form could
+    replay events. A project that wants tokens for this API says so in ``WEBHOOKS``.
+    """
+
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        return [import_string(path)() for path in webhook_settings.API_AUTHENTICATION_CLASSES]
+
+
+def is_staff_with(user: Any, action: str) -> bool:
+    """Active staff holding ``webhooks_app.<action>_webhookevent``."""
+    return bool(
+        user
+        and user.is_authenticated
+        and user.is_staff
+        and user.has_perm(f"webhooks_app.{action}_webhookevent")
+    )
+
+
+def bearer_token_matches(request: Request, token: str) -> bool:
+    """Whether ``Authorization: Bearer <token>`` carries ``token``; compared in constant time,
+    and an unset (empty) token never matches."""
+    kind, _, provided = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return (
+        bool(token)
+        and kind.lower() == "bearer"
+        and hmac.compare_digest(provided.strip().encode(), token.encode())
+    )
+
+
+def sees_operator_details(request: Request, token: str) -> bool:
+    """Staff who may view events (their session), or the bearer of ``token``: who may see what
+    the operator's pages show beyond up/down (health details; metrics share the rule)."""
+    return bearer_token_matches(request, token) or is_staff_with(request.user, "view")
+
+
 class StaffWithModelPermission(permissions.BasePermission):
-    """Staff only, and the model permission for the action: view to read, change to replay."""
+    """Staff only, and the model permission for the action: view to read (the schema too),
+    change to replay."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated and user.is_staff):
-            return False
-        needed = "change" if view.action == "replay" else "view"
-        return bool(user.has_perm(f"webhooks_app.{needed}_webhookevent"))
+        replay = getattr(view, "action", None) == "replay"
+        return is_staff_with(request.user, "change" if replay else "view")
 
 
 class EventPagination(CursorPagination):
@@ -79,7 +121,10 @@ FILTERS = [
 
 
 class WebhookEventViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[WebhookEvent]
+    OperatorAuthentication,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet[WebhookEvent],
 ):
     """Received events, newest first."""
 
@@ -138,10 +183,12 @@ class WebhookEventViewSet(
         )
 
 
-class SchemaView(SpectacularAPIView):
-    """``GET /webhooks/api/schema/``: this app's endpoints only, at the prefix the host chose."""
+class SchemaView(OperatorAuthentication, SpectacularAPIView):
+    """``GET /webhooks/api/schema/``: this app's endpoints only, at the prefix the host chose;
+    for the staff who may read the API, like the API itself."""
 
     schema = None  # not part of the schema itself
+    permission_classes = [StaffWithModelPermission]
     custom_settings = {
         "TITLE": "webhooks_app",
         "DESCRIPTION": "Receiving endpoints and the staff API.",

@@ -38,6 +38,10 @@ def replay_events(events: QuerySet[WebhookEvent]) -> int:
 MIN_CLEANUP_DAYS = 7
 
 
+#: Rows per delete transaction (cleanup and purge): short locks, bounded memory.
+DELETE_BATCH_SIZE = 1000
+
+
 class CleanupRefused(ValueError):
     """A cleanup that would break idempotency or delete unfinished events."""
 
@@ -46,16 +50,15 @@ def cleanup_events(
     *,
     days: int,
     statuses: Sequence[str] = FINISHED_STATUSES,
-    batch_size: int = 1000,
+    batch_size: int = DELETE_BATCH_SIZE,
     dry_run: bool = False,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Delete finished events received more than ``days`` ago, in batches; returns the count.
 
-    Each batch is its own short transaction (bounded memory and lock time, ingest keeps
-    flowing). ``progress`` is called with the running total after each batch. django-q2's own
-    Task rows older than the window are trimmed too.
+    ``progress`` is called with the running total after each batch. django-q2's own Task rows
+    older than the window are trimmed too.
     """
     unfinished = set(statuses) - set(FINISHED_STATUSES)
     if unfinished:
@@ -73,16 +76,29 @@ def cleanup_events(
     old = WebhookEvent.objects.filter(status__in=list(statuses), received_at__lt=cutoff)
     if dry_run:
         return old.count()
+    deleted = _delete_in_batches(old, batch_size, progress)
+    _trim_task_results(cutoff, batch_size)
+    return deleted
+
+
+def _delete_in_batches(
+    events: QuerySet[WebhookEvent],
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Delete ``events`` one batch of primary keys at a time; returns how many events went.
+
+    Each batch is its own short transaction (bounded memory and lock time, ingest keeps
+    flowing), and only keys are read: the effects' CASCADE makes Django load the rows it
+    deletes, and their payloads and histories would be most of the time and memory otherwise.
+    """
     deleted = 0
-    while ids := list(old.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+    while ids := list(events.order_by("pk").values_list("pk", flat=True)[:batch_size]):
         with transaction.atomic():
-            # only("pk"): the effects' CASCADE makes Django load the rows it deletes; their
-            # payloads and histories are most of a cleanup's CPU time otherwise.
-            WebhookEvent.objects.filter(pk__in=ids).only("pk").delete()
-        deleted += len(ids)
+            _, per_model = WebhookEvent.objects.filter(pk__in=ids).only("pk").delete()
+        deleted += per_model.get(WebhookEvent._meta.label, 0)
         if progress:
             progress(deleted)
-    _trim_task_results(cutoff, batch_size)
     return deleted
 
 
@@ -92,7 +108,8 @@ def _trim_task_results(cutoff: datetime, batch_size: int) -> None:
         Task.objects.filter(pk__in=ids).delete()
 
 
-def purge_events(events: QuerySet[WebhookEvent]) -> int:
-    """Delete the selected events (admin *Purge*); returns how many rows went."""
-    _, per_model = events.delete()
-    return per_model.get(WebhookEvent._meta.label, 0)
+def purge_events(events: QuerySet[WebhookEvent], *, batch_size: int = DELETE_BATCH_SIZE) -> int:
+    """Delete the selected events (admin *Purge*), in batches as cleanup does; returns how many
+    went. A purge of "all N matching" on a large table must not read every row into one
+    transaction."""
+    return _delete_in_batches(events, batch_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
@@ -20,9 +20,11 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from webhooks_app import ingest, queue, refusals
-from webhooks_app.conf import SourceConfig
+from webhooks_app.api import OperatorAuthentication, sees_operator_details
+from webhooks_app.conf import SourceConfig, webhook_settings
 from webhooks_app.exceptions import InvalidPayload, MethodNotAllowed, WebhookError
 from webhooks_app.openapi import documented
+from webhooks_app.reporting import REPORT_FILTER
 from webhooks_app.schemes import InboundRequest, Scheme
 
 
@@ -212,6 +214,8 @@ class WebhookView(APIView):
         ingest.check_content_length(config, django_request.META.get("CONTENT_LENGTH"))
         # Read at most one byte past the limit straight from the stream: neither Django's
         # DATA_UPLOAD_MAX_MEMORY_SIZE nor a lying Content-Length decides how much we buffer.
+        # (Under ASGI, Django has read the whole body before this runs: webhooks_app.asgi's
+        # WebhookBodyLimit bounds it there.)
         try:
             body = django_request.read(config.max_body_bytes + 1)
         except UnreadablePostError:
@@ -248,7 +252,9 @@ class WebhookView(APIView):
         path (bench/RESULTS.md): no format suffix, no content negotiation (answers are built as
         JSON here), no versioning, no ``request.user`` (the signature is the authentication;
         it still resolves lazily if asked for), no permission objects (anyone may deliver).
-        Throttles a project configures for DRF still apply."""
+        Throttles a project configures for DRF still apply. Error reports of these requests
+        hide every scheme's signature headers (:mod:`webhooks_app.reporting`)."""
+        request._request.exception_reporter_filter = REPORT_FILTER
         self.check_throttles(request)
 
     @property
@@ -274,17 +280,34 @@ class WebhookView(APIView):
         refusals.record(source, exc)
         return logged_refusal(response)
 
+    def raise_uncaught_exception(self, exc: Exception) -> NoReturn:
+        """Re-raise for Django's 500 handling and error report. DRF's own reads the negotiated
+        renderer first, which ``initial`` skips: under ``DEBUG`` it raised AttributeError in
+        place of ``exc``."""
+        raise exc
 
-class HealthView(APIView):
-    """``GET /webhooks/health/``: 200 when the database answers, else 503."""
 
-    authentication_classes: list[Any] = []
+class HealthView(OperatorAuthentication, APIView):
+    """``GET /webhooks/health/``: 200 when the database answers, else 503.
+
+    Anyone (a load balancer) learns what routing needs: the database and the queue broker, each
+    ``"ok"`` or ``"unavailable"``. The broker's name, queue depth and the clusters with their
+    ids are for staff who may view events (their session) or the bearer of
+    ``WEBHOOKS["HEALTH_TOKEN"]``: they tell an outsider how the deployment is built and loaded.
+    A broker that is down is still a 200: deliveries are stored and recovery enqueues them.
+    """
+
     permission_classes = [AllowAny]
     metadata_class = None
     schema = AutoSchema()
 
     @documented(
         summary="Health",
+        description=(
+            'Anonymous: `{"database": "ok", "queue": {"status": "ok"}}`. Staff sessions and '
+            '`Authorization: Bearer <WEBHOOKS["HEALTH_TOKEN"]>` also get the queue\'s '
+            "`broker`, `queued` and `clusters`."
+        ),
         responses={
             200: inline_serializer(
                 "Health", {"database": serializers.CharField(), "queue": serializers.DictField()}
@@ -305,5 +328,8 @@ class HealthView(APIView):
         except DatabaseError:
             body["database"] = "unavailable"
             status = 503
-        body["queue"] = queue.queue_info()
+        info = queue.queue_info()
+        up = {"status": "unavailable" if info["queued"] is None else "ok"}
+        details = sees_operator_details(request, webhook_settings.HEALTH_TOKEN)
+        body["queue"] = {**up, **info} if details else up
         return JsonResponse(body, status=status)
