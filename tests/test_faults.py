@@ -78,6 +78,11 @@ def test_redis_down_at_receipt_is_stored_then_recovered_and_run_once(transaction
         assert status == 202, answer  # the row committed; the enqueue after commit failed
         assert WebhookEvent.objects.get(webhook_id="redis-down-1").status == EventStatus.PENDING
         assert post_signed(web, body)[0] == 200  # the sender's retry: a duplicate
+        # Deliveries are still stored, so the load balancer keeps the node: 200, queue down.
+        assert web.request("GET", "/webhooks/health/")[:2] == (
+            200,
+            {"database": "ok", "queue": {"status": "unavailable"}},
+        )
     finally:
         web.stop()
     assert "stays pending until recovery" in web.output()

@@ -18,7 +18,7 @@ from django.views.debug import ExceptionReporter
 from rest_framework.throttling import BaseThrottle
 
 from tests.conftest import GENERIC_URL, envelope, queued_tasks, sign
-from webhooks_app import ingest, schemes, signals
+from webhooks_app import ingest, queue, schemes, signals
 from webhooks_app.models import WebhookEvent
 from webhooks_app.views import MetaHeaders, WebhookView
 
@@ -473,6 +473,16 @@ def test_anonymous_health_says_only_up_or_down(client):
     response = client.get(HEALTH_URL)
     assert response.status_code == 200
     assert response.json() == {"database": "ok", "queue": {"status": "ok"}}
+
+
+def test_anonymous_health_does_not_scan_the_clusters(client, monkeypatch):
+    """Listing clusters is a KEYS scan on Redis: anyone polling must not be able to cause it."""
+
+    def scan(*args, **kwargs):
+        raise AssertionError("the cluster scan ran for an anonymous caller")
+
+    monkeypatch.setattr(queue.Stat, "get_all", scan)
+    assert client.get(HEALTH_URL).json() == {"database": "ok", "queue": {"status": "ok"}}
 
 
 def test_health_details_need_a_staff_session_or_the_health_token(client, settings):

@@ -130,6 +130,16 @@ def broker_name() -> str:
     return "redis"  # django-q2's default, also when Q_CLUSTER names none
 
 
+def broker_reachable() -> bool:
+    """Whether the broker answers, in one cheap round trip (Redis ``PING``; the ORM broker is the
+    database): what the anonymous health check needs, without :func:`queue_info`'s scan of the
+    clusters (a ``KEYS`` over the Redis database) that anyone polling could otherwise trigger."""
+    try:
+        return bool(broker().ping())
+    except Exception:
+        return False
+
+
 def queue_info() -> dict[str, Any]:
     """Broker name and how many tasks wait in it (for health and the dashboard)."""
     info: dict[str, Any] = {"broker": broker_name()}
