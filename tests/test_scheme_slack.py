@@ -14,8 +14,14 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from tests.conftest import load_vectors
-from tests.scheme_cases import RoutedSchemeContract, SignedRequest, TimestampedSchemeContract
+from tests.conftest import load_vectors, queued_tasks
+from tests.scheme_cases import (
+    RoutedSchemeContract,
+    SignedRequest,
+    TimestampedSchemeContract,
+    assert_one_event,
+)
+from tests.testapp.models import Execution
 from webhooks_app.exceptions import InvalidPayload, InvalidSignature, MissingSignature
 from webhooks_app.models import WebhookEvent
 from webhooks_app.schemes import InboundRequest
@@ -136,6 +142,18 @@ def form_request(fields: dict[str, str], secret: str, timestamp: int | None) -> 
     return SignedRequest(body, headers, FORM)
 
 
+def event_callback(event_id: str, event_type: str, text: str = "hi") -> bytes:
+    """An Events API body as Slack sends it: compact JSON, the event's ``text`` as typed."""
+    body = {
+        "token": "deprecated-verification-token",
+        "team_id": "T1",
+        "type": "event_callback",
+        "event_id": event_id,
+        "event": {"type": event_type, "text": text},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 class TestSlackEventsApi(TimestampedSchemeContract):
     """JSON ``event_callback``: the inner event's type, ``event_id`` as the delivery id."""
 
@@ -146,16 +164,65 @@ class TestSlackEventsApi(TimestampedSchemeContract):
     timestamp_header = "x-slack-request-timestamp"
 
     def build(self, *, webhook_id, event_type, secret, timestamp=None):
-        body = json.dumps(
-            {
-                "token": "deprecated-verification-token",
-                "team_id": "T1",
-                "type": "event_callback",
-                "event_id": webhook_id,
-                "event": {"type": event_type, "text": "hi"},
-            }
-        ).encode()
+        body = event_callback(webhook_id, event_type)
         return SignedRequest(body, SCHEME.sign(body, secret, timestamp=timestamp))
+
+    def capture(self, text: str) -> SignedRequest:
+        """A signed ``app_mention`` whose text a Slack user chose."""
+        body = event_callback("Ev-1", self.routed_event, text)
+        return SignedRequest(body, SCHEME.sign(body, settings.SECRET_A))
+
+    @pytest.mark.django_db(transaction=True)
+    def test_a_capture_replayed_with_changed_unsigned_headers_is_one_event(self) -> None:
+        """Only the timestamp and the body are signed: a replay inside the tolerance window that
+        adds, changes or drops any other header (Slack's retry headers, an id header other
+        schemes read, the media type's parameters) is the first delivery."""
+        with self.routed({"*": "fail"}):
+            capture = self.good("Ev-1")
+            first = self.send(capture)
+            replays = [
+                self.send(capture),
+                self.send(capture, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "x"}),
+                self.send(capture, **{"X-Slack-Retry-Num": "2", "X-Webhook-ID": "Ev-2"}),
+                self.send(
+                    SignedRequest(capture.body, capture.headers, "application/json; charset=utf-8")
+                ),
+            ]
+            assert_one_event(first, replays)
+            self.run_pending()
+        assert list(Execution.objects.values_list("workflow", flat=True)) == ["record"]
+
+    @pytest.mark.django_db(transaction=True)
+    @pytest.mark.parametrize(
+        "text",
+        ["a=b", "x=1&command=/deploy&trigger_id=T9&y=2"],
+        ids=["loses-its-event-id", "becomes-a-slash-command"],
+    )
+    def test_a_capture_re_sent_as_a_form_after_it_is_refused(self, text: str) -> None:
+        """Issue #10: read as a form, the JSON was a new event under the ``"*"`` route (or the
+        ``/deploy`` command its text spelt), a duplicate only thanks to the body digest."""
+        with self.routed({"*": "fail", "/deploy": "fail"}):
+            capture = self.capture(text)
+            first = self.send(capture)
+            replay = self.send(SignedRequest(capture.body, capture.headers, FORM))
+            assert first.status_code == 202, first.content
+            assert (replay.status_code, replay.json()["error"]) == (400, "invalid_payload")
+            event = WebhookEvent.objects.get()
+            assert (event.webhook_id, event.workflow_name) == ("Ev-1", "record")
+            assert queued_tasks() == 1
+
+    @pytest.mark.parametrize(
+        "text",
+        ["a=b", "x=1&command=/deploy&trigger_id=T9&y=2"],
+        ids=["loses-its-event-id", "becomes-a-slash-command"],
+    )
+    def test_a_capture_re_sent_as_a_form_before_it_arrives_stores_nothing(self, text) -> None:
+        """The digest cannot help when the attacker's copy comes first (the original held back,
+        or purged): the form reading itself must be refused."""
+        with self.routed({"*": "fail", "/deploy": "fail"}):
+            capture = self.capture(text)
+            replay = self.send(SignedRequest(capture.body, capture.headers, FORM))
+            self.assert_refused(replay, 400, ("invalid_payload",))
 
 
 class TestSlackSlashCommands(RoutedSchemeContract):
@@ -170,6 +237,24 @@ class TestSlackSlashCommands(RoutedSchemeContract):
         fields = {"command": event_type, "text": "prod", "trigger_id": webhook_id}
         return form_request(fields, secret, timestamp)
 
+    @pytest.mark.django_db(transaction=True)
+    @pytest.mark.parametrize(
+        "trigger_id", ["13345224609.738474920.8088930838d88f008e0", None], ids=["trigger", "none"]
+    )
+    def test_a_capture_replayed_verbatim_inside_the_tolerance_is_one_event(
+        self, trigger_id: str | None
+    ) -> None:
+        """Same bytes, same timestamp, same signature: it verifies again for five minutes. The
+        ``trigger_id`` is the key; without one (the server assigns the id), the body digest."""
+        fields = {"command": "/deploy", "text": "prod", "response_url": "https://h.test/c/1"}
+        if trigger_id is not None:
+            fields["trigger_id"] = trigger_id
+        capture = form_request(fields, settings.SECRET_A, None)
+        first = self.send(capture)
+        replays = [self.send(capture), self.send(capture, **{"X-Slack-Retry-Num": "1"})]
+        assert_one_event(first, replays)
+        assert trigger_id is None or WebhookEvent.objects.get().webhook_id == trigger_id
+
 
 class TestSlackInteractivity(RoutedSchemeContract):
     """Form-encoded with a ``payload`` JSON field: its ``type`` and ``trigger_id``."""
@@ -182,6 +267,15 @@ class TestSlackInteractivity(RoutedSchemeContract):
     def build(self, *, webhook_id, event_type, secret, timestamp=None):
         payload = {"type": event_type, "trigger_id": webhook_id, "actions": [{"value": "ok"}]}
         return form_request({"payload": json.dumps(payload)}, secret, timestamp)
+
+    @pytest.mark.django_db(transaction=True)
+    def test_an_interaction_without_trigger_id_replayed_verbatim_is_one_event(self) -> None:
+        """``view_closed`` carries no ``trigger_id``: the body digest is its only key."""
+        with self.routed({"view_closed": "record"}):
+            payload = {"type": "view_closed", "view": {"id": "V1", "hash": "1.a"}}
+            capture = form_request({"payload": json.dumps(payload)}, settings.SECRET_A, None)
+            first = self.send(capture)
+            assert_one_event(first, [self.send(capture), self.send(capture, **{"X-Id": "2"})])
 
 
 # -- through the endpoint -------------------------------------------------------------------
@@ -319,6 +413,8 @@ def test_interaction_without_trigger_id_gets_a_server_id():
         (b"command=%2Fdeploy&command=%2Fother", FORM, "invalid_payload"),
         (b"payload=%7Bnot+json", FORM, "invalid_json"),
         (b"payload=%7B%22type%22%3A+1%7D", FORM, "invalid_payload"),
+        (b'{"type":"event_callback","event_id":"Ev1","text":"a=b"}', FORM, "invalid_payload"),
+        (b' \r\n\t{"type":"event_callback","text":"a=b"}', FORM, "invalid_payload"),
     ],
 )  # fmt: skip
 def test_signed_malformed_body_is_400(client, slack_source, body, content_type, error):
@@ -326,6 +422,21 @@ def test_signed_malformed_body_is_400(client, slack_source, body, content_type, 
     assert response.status_code == 400, response.content
     assert response.json()["error"] == error
     assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"command": "/deploy", "text": '{"env": "prod"}', "trigger_id": "T1"},
+        {"payload": json.dumps({"type": "block_actions", "trigger_id": "T2"})},
+    ],
+    ids=["slash-command-text", "interactivity-payload"],
+)
+def test_forms_whose_fields_hold_json_are_accepted(client, slack_source, fields):
+    """Slack percent-encodes ``{``: only a body that *starts* with it is JSON read as a form."""
+    body = urllib.parse.urlencode(fields).encode()
+    assert post(client, body, content_type=FORM).status_code == 202
+    assert WebhookEvent.objects.get().workflow_name == "record"
 
 
 def test_other_media_types_are_415(client, slack_source):

@@ -11,8 +11,10 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from tests.conftest import load_vectors
+from tests.conftest import load_vectors, queued_tasks
 from tests.scheme_cases import RoutedSchemeContract, SignedRequest
+from tests.testapp.models import Execution
+from webhooks_app import tasks
 from webhooks_app.exceptions import (
     HandshakeRefused,
     InvalidPayload,
@@ -123,6 +125,41 @@ def test_message_id_is_the_delivery_id() -> None:
     assert parse(payload) == ("wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEyQzQ1QjM0", "messages")
 
 
+def batch(*items: tuple[str, str]) -> dict[str, Any]:
+    """One notification carrying several ``("messages", id)`` or ``("statuses", "id:status")``
+    items in one change, as Meta batches them."""
+    value: dict[str, list[dict[str, str]]] = {"messages": [], "statuses": []}
+    for kind, item in items:
+        if kind == "messages":
+            value["messages"].append({"id": item, "type": "text", "text": {"body": "hi"}})
+        else:
+            status_id, status = item.split(":")
+            value["statuses"].append({"id": status_id, "status": status})
+    return notification("messages", value)
+
+
+def test_a_batch_id_covers_every_message_and_status_of_the_batch() -> None:
+    """Two batches are one delivery only if they carry the same items, in any order (issue #10:
+    the first message's id alone made a larger batch a duplicate, losing its other items)."""
+    a, b, s = ("messages", "wamid.A"), ("messages", "wamid.B"), ("statuses", "wamid.X:read")
+    assert parse(batch(a)) == parse(batch(a, a)) == ("wamid.A", "messages")
+    ids = {items: parse(batch(*items))[0] for items in [(a, b), (b, a), (a, s), (s,), (s, a, b)]}
+    assert ids[(a, b)] == ids[(b, a)]
+    assert len({ids[(a, b)], ids[(a, s)], ids[(s,)], ids[(s, a, b)], "wamid.A"}) == 5
+    assert ids[(s,)] == "wamid.X:read"
+    assert all(len(ids[items]) <= 255 for items in ids)
+
+
+def test_a_batch_id_covers_every_entry_and_change() -> None:
+    """Meta batches across entries (accounts) and changes too, not only within a change."""
+    a, b = message("messages", "wamid.A"), message("messages", "wamid.B")
+    two_entries = {**a, "entry": a["entry"] + b["entry"]}
+    changes = a["entry"][0]["changes"] + b["entry"][0]["changes"]
+    two_changes = {**a, "entry": [{"id": "102290129340398", "changes": changes}]}
+    one_change = parse(batch(("messages", "wamid.A"), ("messages", "wamid.B")))
+    assert parse(two_entries) == parse(two_changes) == one_change != ("wamid.A", "messages")
+
+
 def test_status_updates_of_one_message_are_distinct_deliveries() -> None:
     def status(name: str) -> dict[str, Any]:
         return notification("messages", {"statuses": [{"id": "wamid.X", "status": name}]})
@@ -155,6 +192,7 @@ def test_without_ids_the_server_assigns_one(payload: Any, expected: tuple[Any, s
         notification("messages", {"messages": [{"id": 7}]}),
         notification("messages", {"statuses": [{"id": None, "status": "read"}]}),
         notification("messages", {"statuses": [{"id": "wamid.X", "status": "\x01"}]}),
+        notification("messages", {"messages": [{"id": "wamid.A"}, {"id": 7}]}),
     ],
 )
 def test_malformed_shapes_are_invalid_payload(payload: Any) -> None:
@@ -285,6 +323,23 @@ def test_each_status_is_stored_once(client, whatsapp_source):
         "wamid.X:read",
         "wamid.X:sent",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_later_batch_with_more_messages_is_stored_and_runs(client, whatsapp_source):
+    """Issue #10: a second batch that starts with an already stored message but carries more
+    was answered ``duplicate`` and its other messages never ran. A batch of the same messages,
+    in any order and whatever its bytes, is still a duplicate."""
+    a, b = ("messages", "wamid.A"), ("messages", "wamid.B")
+    first, larger = post(client, batch(a)), post(client, batch(a, b))
+    assert (first.status_code, larger.status_code) == (202, 202), larger.content
+    again = post(client, batch(b, a))
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert again.json()["webhook_id"] == larger.json()["webhook_id"]
+    assert queued_tasks() == 2
+    for pk in WebhookEvent.objects.values_list("pk", flat=True):
+        tasks.process_event(pk)
+    assert Execution.objects.count() == 2
 
 
 def test_legacy_sha1_header_is_not_stored(client, whatsapp_source):

@@ -8,6 +8,11 @@ Security subtleties:
 * The MAC covers the raw bytes, whatever they are: JSON (Events API) or form-encoded (slash
   commands; interactivity, whose form wraps one JSON document in its ``payload`` field). Both
   are parsed strictly (no repeated key or field, UTF-8 only), so a signed body means one thing.
+* Which of the two a body is must not hang on ``Content-Type``, which is not signed. Read as a
+  form, a captured JSON body containing ``=`` loses its ``event_id`` (a new event, under the
+  ``"*"`` route); one whose text a user typed as ``x=1&command=/deploy&trigger_id=T`` becomes
+  that slash command. Slack percent-encodes ``{`` in its forms and every JSON object starts with
+  it, so a form body that starts with ``{`` is refused (``invalid_payload``): one reading each.
 * Slack still puts its deprecated verification ``token`` in every body. It is a credential (an
   app that still checks it accepts any request carrying it) and the signing secret makes it
   useless here, so it is dropped from the stored payload, which the admin and workflows see.
@@ -28,7 +33,9 @@ Delivery id: the Events API's ``event_id``, kept by Slack on its retries (which 
 ``X-Slack-Retry-Num``, stored with the event). Slash commands and interactions have no event id
 but carry a ``trigger_id`` unique to the user's action: it is the id, so a captured request
 replayed inside the tolerance window is a duplicate, not a second run. Without one
-(``view_closed``…) the id is ``None`` and the server assigns one.
+(``view_closed``, ``app_rate_limited``…) the server assigns the id, and the body's digest
+(:meth:`Scheme.content_key`) still makes such a replay a duplicate. Changing an unsigned header
+(``X-Slack-Retry-Num``…) changes neither key.
 
 Workflows run after the answer, so they reply to the user through the payload's
 ``response_url`` or the Web API; requests that need their answer in the HTTP response
@@ -58,6 +65,8 @@ SIGNATURE_HEADER = "x-slack-signature"
 TIMESTAMP_HEADER = "x-slack-request-timestamp"
 FORM = "application/x-www-form-urlencoded"
 _PREFIX = "v0="
+#: What ``json.loads`` skips before a document: a body starting ``{`` after it is JSON.
+_JSON_WHITESPACE = b" \t\n\r"
 #: The deprecated verification token: never stored (see the module docstring).
 _TOKEN_FIELD = "token"  # noqa: S105 - a field name, not a secret
 
@@ -122,6 +131,8 @@ class SlackScheme(Scheme):
 
 
 def _parse_form(body: bytes) -> Delivery:
+    if body.lstrip(_JSON_WHITESPACE).startswith(b"{"):
+        raise InvalidPayload("The body is JSON: Slack sends JSON as application/json.")
     form = parse_form(body)
     if form.get("ssl_check") == "1":
         return Delivery(None, "ssl_check", {}, reply={})
