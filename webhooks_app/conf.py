@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,7 @@ class WebhookSettings:
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
         self._sources: dict[str, SourceConfig] | None = None
+        self._reload_hooks: list[Callable[[], None]] = []
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -134,13 +135,17 @@ class WebhookSettings:
             secret_origin=origin,
         )
 
+    def on_reload(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` on every :meth:`reload`: modules that cache what they built from these
+        settings (loaded schemes, workflows from ``WORKFLOWS``) register here, so this module
+        imports none of them and stays a leaf."""
+        self._reload_hooks.append(hook)
+
     def reload(self) -> None:
         self._cache.clear()
         self._sources = None
-        from webhooks_app import registry, schemes
-
-        schemes.clear_cache()
-        registry.clear_settings_cache()
+        for hook in self._reload_hooks:
+            hook()
 
 
 def _resolve_secrets(source: str, scheme: str, configured: Any) -> tuple[tuple[str, ...], str]:

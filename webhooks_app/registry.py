@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules, import_string
 
+from webhooks_app.conf import webhook_settings
+
 if TYPE_CHECKING:
     from webhooks_app.models import WebhookEvent
 
@@ -53,8 +55,6 @@ def workflow(name: str) -> Callable[[F], F]:
 def autodiscover() -> None:
     """Import ``workflows`` from every installed app, then check settings against them."""
     autodiscover_modules("workflows")
-    from webhooks_app.conf import webhook_settings
-
     clash = sorted(set(_decorated) & set(webhook_settings.WORKFLOWS))
     if clash:
         raise ImproperlyConfigured(
@@ -69,8 +69,6 @@ def get_workflow(name: str) -> WorkflowFunc | None:
         return _decorated[name]
     if name in _from_settings:
         return _from_settings[name]
-    from webhooks_app.conf import webhook_settings
-
     path = webhook_settings.WORKFLOWS.get(name)
     if path is None:
         return None
@@ -80,16 +78,15 @@ def get_workflow(name: str) -> WorkflowFunc | None:
 
 
 def is_registered(name: str) -> bool:
-    from webhooks_app.conf import webhook_settings
-
     return name in _decorated or name in webhook_settings.WORKFLOWS
 
 
 def workflow_names() -> list[str]:
-    from webhooks_app.conf import webhook_settings
-
     return sorted(set(_decorated) | set(webhook_settings.WORKFLOWS))
 
 
 def clear_settings_cache() -> None:
     _from_settings.clear()
+
+
+webhook_settings.on_reload(clear_settings_cache)

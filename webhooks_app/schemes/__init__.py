@@ -14,6 +14,7 @@ from importlib import import_module
 
 from django.utils.module_loading import import_string
 
+from webhooks_app.conf import webhook_settings
 from webhooks_app.schemes.base import Delivery, InboundRequest, Scheme
 
 __all__ = ["Delivery", "InboundRequest", "Scheme", "get_scheme", "register_scheme", "scheme_names"]
@@ -37,8 +38,6 @@ def register_scheme(name: str, scheme: type[Scheme] | Scheme) -> None:
 
 
 def scheme_names() -> set[str]:
-    from webhooks_app.conf import webhook_settings
-
     return set(builtin_scheme_names()) | set(webhook_settings.SCHEMES) | set(_registered)
 
 
@@ -46,8 +45,6 @@ def get_scheme(name: str) -> Scheme:
     """The scheme instance for ``name``; ``KeyError`` if nothing provides it."""
     if name in _loaded:
         return _loaded[name]
-    from webhooks_app.conf import webhook_settings
-
     if name in _registered:
         scheme = _registered[name]
     elif name in webhook_settings.SCHEMES:
@@ -63,3 +60,6 @@ def get_scheme(name: str) -> Scheme:
 def clear_cache() -> None:
     """Forget loaded schemes (settings changed)."""
     _loaded.clear()
+
+
+webhook_settings.on_reload(clear_cache)
