@@ -141,20 +141,19 @@ def test_insert_unless_duplicate_also_refuses_the_same_signed_content(statements
 )
 def test_stored_row_says_whether_a_pending_event_is_stranded(fields, stranded):
     event = make_event("evt", **resolved(fields))
-    assert ingest._stored("generic", "evt", None) == ingest.StoredRow(
+    assert ingest._stored("generic", "webhook_id", "evt") == ingest.StoredRow(
         event.pk, fields["status"], stranded, "evt"
     )
-    assert ingest._stored("github", "evt", None) is None
+    assert ingest._stored("github", "webhook_id", "evt") is None
 
 
 def test_stored_row_is_found_by_webhook_id_or_by_content_key(statements):
     event = make_event("evt", content_key="c" * 64)
     found = ingest.StoredRow(event.pk, EventStatus.PENDING, False, "evt")
-    assert ingest._stored("generic", "evt", None) == found
-    assert ingest._stored("generic", None, "c" * 64) == found
-    assert ingest._stored("generic", "another-id", "c" * 64) == found
-    assert ingest._stored("generic", "another-id", "d" * 64) is None
-    assert ingest._stored("github", None, "c" * 64) is None
+    assert ingest._stored("generic", "webhook_id", "evt") == found
+    assert ingest._stored("generic", "content_key", "c" * 64) == found
+    assert ingest._stored("generic", "content_key", "d" * 64) is None
+    assert ingest._stored("github", "content_key", "c" * 64) is None
 
 
 def _terminate_this_connection_from_the_server() -> None:

@@ -181,14 +181,19 @@ def _store_or_duplicate(
     """Insert the event (the unique constraints decide duplicates) and enqueue it.
 
     A redelivery is answered from one indexed read, without a write transaction (on SQLite that
-    would queue behind every writer), and before the event is even built. The read only
-    shortcuts the common case: when it finds nothing, the insert still decides, so two racing
-    first deliveries store one row.
+    would queue behind every writer), and before the event is even built: by its id, which a
+    sender's retry repeats, else by its content key. The read only shortcuts the common case:
+    when it finds nothing, the insert still decides (both unique constraints), so two racing
+    first deliveries store one row, and a captured request replayed under a new id is caught
+    there and answered from both keys.
     """
-    if delivery.webhook_id is not None or content_key is not None:
-        existing = _stored(source.name, delivery.webhook_id, content_key)
-        if existing is not None:
-            return duplicate(existing)
+    existing = None
+    if delivery.webhook_id is not None:
+        existing = _stored(source.name, "webhook_id", delivery.webhook_id)
+    elif content_key is not None:
+        existing = _stored(source.name, "content_key", content_key)
+    if existing is not None:
+        return duplicate(existing)
     event = WebhookEvent(
         source=source.name,
         webhook_id=delivery.webhook_id or uuid.uuid4().hex,
@@ -204,7 +209,9 @@ def _store_or_duplicate(
         if inserted and event.status == EventStatus.PENDING:
             queue.enqueue_in_transaction(event.pk)
     if not inserted:
-        existing = _stored(event.source, event.webhook_id, content_key)
+        existing = _stored(event.source, "webhook_id", event.webhook_id)
+        if existing is None and content_key is not None:
+            existing = _stored(event.source, "content_key", content_key)
         if existing is None:  # deleted between the insert attempt and now: retry later
             raise Unavailable()
         return duplicate(existing)
@@ -223,21 +230,15 @@ class StoredRow(NamedTuple):
     webhook_id: str
 
 
-def _stored(source: str, webhook_id: str | None, content_key: str | None) -> StoredRow | None:
-    """The stored row with this ``(source, webhook_id)`` or this ``(source, content_key)``:
-    every duplicate is answered from this one precompiled read."""
+def _stored(source: str, key: str, value: str) -> StoredRow | None:
+    """The stored row of ``source`` whose ``key`` (``webhook_id`` or ``content_key``) is
+    ``value``: every duplicate is answered from this precompiled read."""
     connection = connections[DEFAULT_DB_ALIAS]
     stranded_before = timezone.now() - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
     with connection.cursor() as cursor:
         cursor.execute(
-            sql.stored(connection.vendor),
-            [
-                connection.ops.adapt_datetimefield_value(stranded_before),
-                source,
-                webhook_id,
-                source,
-                content_key,
-            ],
+            sql.stored(connection.vendor, key),
+            [connection.ops.adapt_datetimefield_value(stranded_before), source, value],
         )
         row = cursor.fetchone()
     return None if row is None else StoredRow(row[0], row[1], bool(row[2]), row[3])
