@@ -144,7 +144,8 @@ RECEIVE_SCHEMA = documented(
     description=(
         "The body is verified against the source's secrets over the raw bytes (generic sources: "
         "`X-Webhook-Signature: sha256=<hex HMAC-SHA256>`; provider sources: the provider's "
-        "scheme), stored once per (source, webhook_id) and run in the background. Provider "
+        "scheme), stored once per (source, webhook_id) and per signed content, and run in the "
+        "background. Provider "
         "sources accept the provider's own JSON (or form) body."
     ),
     parameters=[

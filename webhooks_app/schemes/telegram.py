@@ -3,7 +3,9 @@
 
 A shared token, not a MAC (see :class:`SharedTokenScheme`): it proves the sender knows the
 secret, not that the body is intact, and nothing is timestamped. HTTPS is what protects the
-body; the ``update_id`` dedupe is the only replay protection.
+body, and whoever captured one request holds the token and can send anything until it is
+changed. What is stopped is the same update arriving twice: by its ``update_id``, and by the
+body's digest (the content key) whatever the id.
 
 Delivery id: the update's ``update_id``, as a string. Telegram retries a failed update with the
 same id, so it is the idempotency key. It is unique per bot only, hence one source per bot

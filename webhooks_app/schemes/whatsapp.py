@@ -3,8 +3,9 @@
 ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>``. Meta signs the body
 *as sent*, with non-ASCII characters escaped (``\\u00e9``): only the received bytes verify,
 never a re-serialisation. The legacy ``X-Hub-Signature`` (SHA-1) is not accepted on its own,
-and neither header is stored. Nothing but the body is signed (no timestamp): the dedupe below
-is the only replay protection.
+and neither header is stored. Nothing but the body is signed (no timestamp): replays are
+stopped by the delivery id below and by the body's digest (the content key), for as long as
+the event is stored.
 
 Subscribing: Meta first sends ``GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``.
 The challenge is echoed (``text/plain``) only when the token equals the source's
