@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.core import checks
 from django.test import override_settings
 
+from tests.conftest import envelope, sign
 from webhooks_app.conf import TOKEN_SCHEMES, env_secret_name, webhook_settings
+from webhooks_app.exceptions import InvalidSignature
 from webhooks_app.models import WebhookEvent
-from webhooks_app.schemes import builtin_scheme_names, get_scheme
+from webhooks_app.schemes import InboundRequest, builtin_scheme_names, get_scheme
 from webhooks_app.schemes.base import SharedTokenScheme
 
 
@@ -145,3 +148,28 @@ def test_token_schemes_are_the_shared_token_scheme_classes():
     assert {
         name for name in builtin_scheme_names() if isinstance(get_scheme(name), SharedTokenScheme)
     } == TOKEN_SCHEMES
+
+
+@pytest.mark.django_db
+def test_a_secret_that_is_not_utf8_fails_closed_instead_of_crashing(client, monkeypatch):
+    """An environment variable holding bytes that are not UTF-8 reaches Python with lone
+    surrogates, which no scheme can encode: found by fuzzing, it crashed the system checks and
+    every delivery. It is not a secret: 503 not_configured, and E003 says so."""
+    monkeypatch.setenv("WEBHOOK_SECRET_GENERIC", "abc\udcff-not-utf8-0123456789abcdef")
+    with override_settings(WEBHOOKS={"SOURCES": {"generic": {}}}):
+        assert webhook_settings.source("generic").secrets == ()
+        found = [m.id for m in checks.run_checks() if m.id.startswith("webhooks_app.")]
+        assert found == ["webhooks_app.E003"]
+        body = envelope()
+        response = client.post(
+            "/webhooks/generic/", body, "application/json", HTTP_X_WEBHOOK_SIGNATURE=sign(body)
+        )
+    assert (response.status_code, response.json()["error"]) == (503, "not_configured")
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_token_header_with_a_lone_surrogate_is_refused_not_a_crash():
+    """Found by fuzzing: a scheme called directly with such a header raised UnicodeEncodeError."""
+    request = InboundRequest(b"{}", {"x-telegram-bot-api-secret-token": "\ud800"})
+    with pytest.raises(InvalidSignature):
+        get_scheme("telegram").verify(request, ["s" * 30], now=0, tolerance=300)

@@ -151,17 +151,30 @@ class WebhookSettings:
 def _resolve_secrets(source: str, scheme: str, configured: Any) -> tuple[tuple[str, ...], str]:
     """Configured ``SECRETS``, else the first of :func:`secret_env_names` that is set.
 
-    Empty strings are dropped: an empty HMAC key is not a secret (anyone can compute it).
+    Empty strings are dropped: an empty HMAC key is not a secret (anyone can compute it). So is
+    text that is not valid UTF-8 (an environment variable holding other bytes arrives with lone
+    surrogates): no scheme could encode it, and the source fails closed as unconfigured (503,
+    ``E003``) instead of crashing on every delivery.
     """
     if isinstance(configured, str):
         configured = [configured]
-    secrets = tuple(s for s in configured or () if isinstance(s, str) and s)
+    secrets = tuple(s for s in configured or () if _usable(s))
     if secrets:
         return secrets, f"WEBHOOKS['SOURCES'][{source!r}]['SECRETS']"
     for env_name in secret_env_names(source, scheme):
-        if value := os.environ.get(env_name, ""):
+        if _usable(value := os.environ.get(env_name, "")):
             return (value,), env_name
     return (), ""
+
+
+def _usable(secret: object) -> bool:
+    if not isinstance(secret, str) or not secret:
+        return False
+    try:
+        secret.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 webhook_settings = WebhookSettings()

@@ -158,7 +158,7 @@ def secret_token_matches(provided: str, secrets: Sequence[str]) -> bool:
 
     Both sides are hashed first, so neither the comparison nor its length reveals anything.
     """
-    digest = hashlib.sha256(provided.encode("utf-8", "surrogateescape")).digest()
+    digest = hashlib.sha256(provided.encode("utf-8", "surrogatepass")).digest()
     return any_digest_matches(digest, [hashlib.sha256(s.encode()).digest() for s in secrets])
 
 
