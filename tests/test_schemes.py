@@ -27,11 +27,17 @@ BUILTINS = {
 
 
 class CrashingScheme(Scheme):
-    """A project's buggy scheme: crashes in verify on one header, in parse on a body field."""
+    """A project's buggy scheme: crashes in verify or content_key on one header, in parse on a
+    body field."""
 
     def verify(self, request, secrets, *, now, tolerance):
         if request.header("x-crash") == "verify":
             raise KeyError("oops")
+
+    def content_key(self, request):
+        if request.header("x-crash") == "content_key":
+            raise KeyError("oops")
+        return super().content_key(request)
 
     def parse(self, request):
         body = parse_json_object(request.body)
@@ -68,6 +74,8 @@ def test_a_project_scheme_from_settings_and_its_crashes_are_not_500(client, capl
     assert post(b'{"id": "a1"}').status_code == 202
     crashed = post(b'{"id": "a2"}', HTTP_X_CRASH="verify")
     assert crashed.status_code == 401 and crashed.json()["error"] == "invalid_signature"
+    crashed_key = post(b'{"id": "a3"}', HTTP_X_CRASH="content_key")
+    assert crashed_key.status_code == 400 and crashed_key.json()["error"] == "invalid_payload"
     no_id = post(b'{"other": 1}')
     assert no_id.status_code == 400 and no_id.json()["error"] == "invalid_payload"
     assert "Traceback" not in no_id.content.decode()

@@ -112,7 +112,9 @@ def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Ou
     workflow_name = delivery.workflow_name or source.route(delivery.event_type)
     if workflow_name is not None and not registry.is_registered(workflow_name):
         raise UnknownWorkflow(f"No workflow is registered as {printable(workflow_name)!r}.")
-    return store(source, scheme, delivery, workflow_name, request)
+    with _scheme_errors_become(InvalidPayload, source):
+        content_key = scheme.content_key(request)
+    return store(source, scheme, delivery, workflow_name, request.headers, content_key)
 
 
 @contextmanager
@@ -138,12 +140,13 @@ def store(
     scheme: Scheme,
     delivery: Delivery,
     workflow_name: str | None,
-    request: InboundRequest,
+    headers: Mapping[str, str],
+    content_key: str | None,
 ) -> Outcome:
     """Store the delivery unless it is a duplicate, and enqueue it; 503 if the database fails.
 
-    A duplicate is a delivery whose id *or* whose signed content (:meth:`Scheme.content_key`)
-    is already stored for the source: a captured request re-sent under a new unsigned id or
+    A duplicate is a delivery whose id *or* whose ``content_key`` (the digest of its signed
+    content, :meth:`Scheme.content_key`) is already stored for the source: a captured request re-sent under a new unsigned id or
     event type is answered ``200 duplicate`` and does not run again.
 
     A connection the server dropped while it sat idle (a restart, a failover, an idle timeout)
@@ -151,11 +154,10 @@ def store(
     (:func:`sql.retrying_lost_connection`). Trying again is safe: the unique constraint still
     decides.
     """
-    content_key = scheme.content_key(request)
     try:
         outcome = sql.retrying_lost_connection(
             lambda: _store_or_duplicate(
-                source, scheme, delivery, workflow_name, request.headers, content_key
+                source, scheme, delivery, workflow_name, headers, content_key
             )
         )
     except DatabaseError as exc:
