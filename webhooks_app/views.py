@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NoReturn
@@ -29,15 +30,26 @@ from webhooks_app.schemes import InboundRequest, Scheme
 
 
 def json_response(body: dict[str, Any], status: int) -> HttpResponse:
-    """A JSON answer; the bodies are plain str/int dicts, so no ``DjangoJSONEncoder`` per call."""
-    return HttpResponse(json.dumps(body), content_type="application/json", status=status)
+    """A JSON answer; the bodies are plain str/int dicts, so no ``DjangoJSONEncoder`` per call,
+    and bytes, so Django does not look up the charset to encode a ``str`` per answer."""
+    return json_bytes_response(json.dumps(body).encode(), status)
+
+
+def json_bytes_response(content: bytes, status: int) -> HttpResponse:
+    return HttpResponse(content, content_type="application/json", status=status)
 
 
 def error_response(error: WebhookError) -> HttpResponse:
-    response = json_response({"error": error.error, "detail": error.detail}, error.status_code)
+    response = json_bytes_response(_error_body(error.error, error.detail), error.status_code)
     for name, value in error.headers.items():
         response[name] = value
     return response
+
+
+@functools.lru_cache(maxsize=256)
+def _error_body(error: str, detail: str) -> bytes:
+    """A refusal's body, built once: a flood of forgeries is answered with the same few."""
+    return json.dumps({"error": error, "detail": detail}).encode()
 
 
 def logged_refusal(response: HttpResponse) -> HttpResponse:
@@ -188,6 +200,9 @@ RECEIVE_SCHEMA = documented(
 )
 
 
+_NEGOTIATOR = FirstRendererNegotiation()
+
+
 class WebhookView(APIView):
     """``/webhooks/<source>/``: every check and the storage live in ``ingest.receive``.
 
@@ -247,6 +262,11 @@ class WebhookView(APIView):
         config, scheme = ingest.get_source(source)
         inbound = _inbound(request._request, b"", config, scheme, with_query=True)
         return HttpResponse(ingest.handshake(config, scheme, inbound), content_type="text/plain")
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        """DRF's request wrapper without what these views never use: a parser context, parser
+        and authenticator lists, and a negotiator instance per request (bench/RESULTS.md)."""
+        return Request(request, negotiator=_NEGOTIATOR)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """DRF's per-request setup minus what these views never use, measured on the refusal
