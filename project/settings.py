@@ -225,10 +225,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# The demo's e-mails are printed, not sent (Django 6.1 configures mail through MAILERS).
-if django.VERSION >= (6, 1):
+# With DEBUG on the demo's e-mails are printed, not sent (Django 6.1 configures mail through
+# MAILERS). A deployment keeps Django's SMTP default (mail_admins reports errors), which
+# `check --deploy` requires on Django 6.1.
+if DEBUG and django.VERSION >= (6, 1):
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
-else:
+elif DEBUG:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 
 LOGGING = {
