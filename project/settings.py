@@ -233,6 +233,12 @@ if DEBUG and django.VERSION >= (6, 1):
 elif DEBUG:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 
+# One console format for every line. django-q2 installs a handler and format of its own
+# ("21:33:00 [Q] INFO …") only when its logger has none; runserver's request lines have their
+# own as well. django-q2 logs up to four INFO lines per task (created from a schedule,
+# enqueued, processing, processed): the minutely recovery schedule alone would print four a
+# minute all day long, and the app logs each failed attempt itself. django-q2's warnings and
+# errors still show.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -241,5 +247,7 @@ LOGGING = {
     "loggers": {
         "webhooks_app": {"handlers": ["console"], "level": "INFO"},
         "project": {"handlers": ["console"], "level": "INFO"},
+        "django-q": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

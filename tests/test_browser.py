@@ -1,13 +1,16 @@
 """The operator's path in a real browser (Playwright driving Debian's Chromium) against real
-gunicorn + qcluster processes: log in, filter to failed events, open one, replay it and see it
-succeed, purge through the confirmation page, open the dashboard and see the chart.
+gunicorn + qcluster processes: log in, filter to dead events, open one (its summary, its
+attempts as a table, no *Delete*), replay it from its page and see it succeed, purge through the
+confirmation page, open the dashboard and see its charts' axes.
 
-Screenshots go to var/screenshots/ (the README shows copies from project/screenshots/).
+Screenshots of the list, a dead and a succeeded event and the dashboard, at 1280 and 1920 px,
+go to var/screenshots/ (the README shows copies from project/screenshots/).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -21,6 +24,10 @@ pytestmark = pytest.mark.process
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "var" / "screenshots"
+WIDTHS = (1280, 1920)
+#: Django's --delete-button-bg (#ba2121): the colour of its own destructive confirmations.
+DELETE_RED = "rgb(186, 33, 33)"
+OK_ID = "msg_2Yf1cQeVx0kq8hJmN4tPzR7sLwA"  # as long as a provider's (Svix) ids
 CHROMIUM_ARGS = [
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -41,6 +48,15 @@ def browser():
         connections.close_all()
 
 
+def shoot(page: Any, name: str) -> None:
+    """Full-page screenshots of the current page at each of ``WIDTHS``."""
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky sidebar is drawn where it scrolled to
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
 def test_operator_finds_replays_and_purges_a_failed_event(server, cluster, browser, monkeypatch):
     # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain
     # synchronous test code, which Django would otherwise refuse.
@@ -54,55 +70,91 @@ def test_operator_finds_replays_and_purges_a_failed_event(server, cluster, brows
         headers = {"Content-Type": "application/json", "X-Webhook-Signature": sign(body)}
         assert server.request("POST", "/webhooks/generic/", body, headers)[0] == 202
 
-    deliver("record", "ok-1")
+    deliver("record", OK_ID)
     deliver("fail", "broken-1")
-    wait_until(lambda: WebhookEvent.objects.filter(status=EventStatus.DEAD).exists(), timeout=30)
+    deliver("fail", "broken-2")
+    wait_until(lambda: WebhookEvent.objects.filter(status=EventStatus.DEAD).count() == 2, 30)
     wait_until(
-        lambda: WebhookEvent.objects.get(webhook_id="ok-1").status == EventStatus.SUCCEEDED, 30
+        lambda: WebhookEvent.objects.get(webhook_id=OK_ID).status == EventStatus.SUCCEEDED, 30
     )
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": WIDTHS[0], "height": 900})
     page.goto(f"{base}/admin/login/")
     page.fill("#id_username", "ops")
     page.fill("#id_password", "ops-password")
     page.click("input[type=submit]")
 
-    # Filter the list to dead events and open the one there.
     page.goto(f"{base}/admin/webhooks_app/webhookevent/")
+    # Every column visible beside both sidebars, a long webhook id cut short.
+    assert page.locator("#nav-sidebar").is_visible()
+    results = "document.querySelector('#changelist .results')"
+    for width in (1280, 1400):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert page.evaluate(f"{results}.scrollWidth <= {results}.clientWidth"), width
+        assert page.locator("#result_list th.column-last_duration").is_visible()
+    shoot(page, "event-list")
+
+    # Filter to dead events and open one.
     page.get_by_role("link", name="Dead", exact=True).click()
     page.wait_for_url("**status__exact=dead**")
-    rows = page.locator("#result_list tbody tr")
-    assert rows.count() == 1
-    page.screenshot(path=str(SHOTS / "event-list.png"), full_page=True)
-    rows.first.locator("th a, td a").first.click()
-    page.wait_for_selector("text=boom on attempt")
-    page.screenshot(path=str(SHOTS / "event-detail.png"), full_page=True)
+    assert page.locator("#result_list tbody tr").count() == 2
+    page.locator("#result_list tbody tr", has_text="broken-1").locator("th a").click()
+    page.wait_for_selector("#event-summary")
+    summary = page.locator("#event-summary")
+    assert "ValueError: boom on attempt 3" in summary.inner_text()
+    assert "no attempts left" in summary.inner_text()
+    assert page.locator("a.deletelink").count() == 0  # a read-only audit log
+    timeline = page.locator("#attempts-timeline tr.wh-attempt")
+    assert timeline.count() == 3
+    assert timeline.nth(0).locator("td").nth(3).inner_text() == "failed"
+    traceback = page.locator("#attempts-timeline tr.wh-traceback details pre")
+    assert not traceback.is_visible()
+    page.get_by_text("Full error of attempt 3").click()  # the traceback, one click away
+    assert "Traceback (most recent call last)" in traceback.inner_text()
+    shoot(page, "event-detail-dead")
 
-    # Make the workflow succeed this time (the "bug is fixed"), then replay it from the list.
+    # Make the workflow succeed this time (the "bug is fixed"), then replay it from its page.
     broken = WebhookEvent.objects.get(webhook_id="broken-1")
     WebhookEvent.objects.filter(pk=broken.pk).update(workflow_name="record")
-    page.goto(f"{base}/admin/webhooks_app/webhookevent/?status__exact=dead")
-    page.check(f"input[name=_selected_action][value='{broken.pk}']")
-    page.select_option("select[name=action]", "replay")
-    page.click("button[name=index]")
+    detail_url = page.url
+    summary.get_by_role("button", name="Replay").click()
     page.wait_for_selector("text=Queued 1 event(s) to run again.")
+    assert page.url == detail_url
     wait_until(lambda: WebhookEvent.objects.get(pk=broken.pk).status == EventStatus.SUCCEEDED, 30)
+    page.reload()
+    assert "Succeeded on attempt 4" in page.locator("#event-summary").inner_text()
+    assert timeline.count() == 4
+    assert timeline.nth(3).locator("td").nth(3).inner_text() == "succeeded"
+    shoot(page, "event-detail-succeeded")
+
+    # Purge the succeeded one through the confirmation page, red like Django's own.
     page.goto(f"{base}/admin/webhooks_app/webhookevent/?status__exact=succeeded")
     assert page.locator("#result_list tbody tr").count() == 2
-
-    # Purge the succeeded one through the confirmation page.
     page.check(f"input[name=_selected_action][value='{broken.pk}']")
     page.select_option("select[name=action]", "purge")
     page.click("button[name=index]")
     page.wait_for_selector("text=Are you sure you want to purge 1 webhook event?")
-    page.click("input[value='Yes, purge']")
+    purge, cancel = page.locator("input[value='Yes, purge']"), page.locator("a.cancel-link")
+    assert purge.evaluate("button => getComputedStyle(button).backgroundColor") == DELETE_RED
+    assert purge.bounding_box()["height"] == cancel.bounding_box()["height"]
+    purge.click()
     page.wait_for_selector("text=Purged 1 event(s).")
     assert not WebhookEvent.objects.filter(pk=broken.pk).exists()
 
-    # The dashboard, reached from the list, with its chart.
+    # The dashboard, reached from the list: charts with a count axis and time labels, and the
+    # dead event among the failures by its exception.
     page.goto(f"{base}/admin/webhooks_app/webhookevent/")
     page.get_by_role("link", name="Dashboard", exact=True).first.click()
     page.wait_for_url("**/dashboard/")
-    assert page.locator("#chart-24h svg rect.bar").count() > 0
-    assert page.locator("#status-counts").is_visible()
-    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+    for chart in ("#chart-24h", "#chart-7d"):
+        assert page.locator(f"{chart} svg rect.bar").count() > 0
+        assert page.locator(f"{chart} .wh-axis-y text").count() >= 2
+        assert page.locator(f"{chart} .wh-axis-x text").count() >= 7
+    assert (
+        page.locator("#chart-24h").bounding_box()["x"]
+        == (page.locator("#status-counts").bounding_box()["x"])
+    )  # not indented from the page
+    assert page.locator("#recent-failures td.wh-error").inner_text() == (
+        "ValueError: boom on attempt 3"
+    )
+    shoot(page, "dashboard")

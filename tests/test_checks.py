@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +16,17 @@ from django.conf import settings
 from django.core import checks as django_checks
 from django.test import override_settings
 
-from tests.processes import REPO, subprocess_env
+from tests.processes import REPO, Server, subprocess_env
 from webhooks_app import checks
 from webhooks_app.checks import message
 
-GOOD_Q = {"timeout": 10, "retry": 40}
+GOOD_Q = {"orm": "default", "timeout": 10, "retry": 40}
 TOKEN = "a-token-that-travels-in-clear-0123456789"
+GENERIC_ENV = "WEBHOOK_SECRET_GENERIC or WEBHOOK_SECRET_DEFAULT"
 
 
 def run_checks() -> list:
+    """What every command runs (``manage.py check``, ``migrate``, ``runserver``)."""
     return [
         *checks.check_sources(),
         *checks.check_token_reuse(),
@@ -33,8 +36,23 @@ def run_checks() -> list:
     ]
 
 
+def deploy_checks() -> list:
+    """What ``manage.py check --deploy`` adds."""
+    return checks.check_secrets_for_deployment()
+
+
 def test_the_test_configuration_is_clean():
     assert run_checks() == []
+    assert deploy_checks() == []
+
+
+def test_the_check_functions_are_registered_as_tested():
+    """The deploy-only check runs under --deploy alone, the others for every command."""
+    registered = django_checks.registry.registry
+    assert checks.check_secrets_for_deployment in registered.get_checks(True)
+    assert checks.check_secrets_for_deployment not in registered.get_checks(False)
+    for check in (checks.check_sources, checks.check_queue, checks.check_settings):
+        assert check in registered.get_checks(False)
 
 
 def test_unknown_scheme():
@@ -54,20 +72,42 @@ def test_route_to_unknown_workflow():
         assert run_checks() == [message("E002", source="generic", event="push", workflow="missing")]
 
 
-def test_missing_secret_while_required():
+def test_missing_secret_warns_and_is_an_error_for_deployment():
+    """A warning for every command (migrate must run before the secret exists), an error under
+    check --deploy."""
     with override_settings(WEBHOOKS={"SOURCES": {"generic": {"SECRETS": [""]}}}):
-        assert run_checks() == [
-            message(
-                "E003", source="generic", env="WEBHOOK_SECRET_GENERIC or WEBHOOK_SECRET_DEFAULT"
-            )
-        ]
+        assert run_checks() == [message("W006", source="generic", env=GENERIC_ENV)]
+        assert deploy_checks() == [message("E003", source="generic", env=GENERIC_ENV)]
     assert run_checks() == []
+    assert deploy_checks() == []
+
+
+def test_the_missing_secret_messages():
+    assert message("W006", source="generic", env=GENERIC_ENV).msg == (
+        "Webhook source 'generic' has no secret yet: every delivery to it is refused with 503 "
+        "not_configured (manage.py check --deploy reports this as the error webhooks_app.E003)."
+    )
+    assert message("E003", source="generic", env=GENERIC_ENV).hint == (
+        "Set WEBHOOKS['SOURCES']['generic']['SECRETS'], or the environment variable "
+        "WEBHOOK_SECRET_GENERIC or WEBHOOK_SECRET_DEFAULT. To disable the source, set it to None "
+        "in WEBHOOKS['SOURCES']."
+    )
+
+
+def test_no_secret_is_needed_while_signatures_are_off(monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SIGNATURE_REQUIRED", "false")
+    with override_settings(DEBUG=True, WEBHOOKS={"SOURCES": {"generic": {}}}):
+        assert run_checks() == []
+        assert deploy_checks() == []
 
 
 def test_a_token_scheme_without_secret_is_not_told_to_use_the_default(monkeypatch):
     monkeypatch.setenv("WEBHOOK_SECRET_DEFAULT", TOKEN)
     with override_settings(WEBHOOKS={"SOURCES": {"generic": None, "telegram": {}}}):
-        assert run_checks() == [message("E003", source="telegram", env="WEBHOOK_SECRET_TELEGRAM")]
+        assert run_checks() == [message("W006", source="telegram", env="WEBHOOK_SECRET_TELEGRAM")]
+        assert deploy_checks() == [
+            message("E003", source="telegram", env="WEBHOOK_SECRET_TELEGRAM")
+        ]
 
 
 def test_signatures_off_without_debug_warns(monkeypatch):
@@ -220,22 +260,126 @@ def test_unimportable_workflow_path():
 
 
 def test_retry_not_longer_than_timeout():
-    with override_settings(Q_CLUSTER={"timeout": 60, "retry": 60}):
+    with override_settings(Q_CLUSTER={"orm": "default", "timeout": 60, "retry": 60}):
         assert run_checks() == [message("E004", retry=60, timeout=60)]
-    with override_settings(Q_CLUSTER={"retry": 60}):
+    with override_settings(Q_CLUSTER={"orm": "default", "retry": 60}):
         assert run_checks() == [message("W003")]
     with override_settings(Q_CLUSTER=GOOD_Q):
         assert run_checks() == []
 
 
+TIMING = {"timeout": 10, "retry": 40}
+
+
+@pytest.mark.parametrize(
+    "broker",
+    [
+        {"orm": "default"},
+        {"redis": "redis://127.0.0.1:6379/0"},
+        {"redis": {}},  # Redis with its defaults, chosen on purpose
+        {"django_redis": "default"},
+        {"sqs": {"aws_region": "eu-west-1"}},
+        {"iron_mq": {"token": "t"}},
+        {"mongo": {"host": "127.0.0.1"}},
+        {"broker_class": "myapp.brokers.Broker"},
+    ],
+)
+def test_every_django_q2_broker_key_names_a_broker(broker):
+    with override_settings(Q_CLUSTER={**broker, **TIMING}):
+        assert checks.check_queue() == []
+
+
+@pytest.mark.parametrize(
+    "q_cluster",
+    [
+        TIMING,
+        {**TIMING, "orm": None},
+        {**TIMING, "orm": ""},
+        {**TIMING, "orm": {}},  # django-q2 skips an empty value
+        {**TIMING, "sqs": "eu-west-1"},  # django-q2 takes sqs only as a dict of options
+        {**TIMING, "name": "webhooks_app", "workers": 2},
+    ],
+)
+def test_a_q_cluster_without_a_broker_is_an_error(q_cluster):
+    """django-q2 would try Redis on localhost, and no event would ever run."""
+    with override_settings(Q_CLUSTER=q_cluster):
+        assert run_checks() == [message("E007")]
+
+
+def test_no_q_cluster_at_all_is_an_error(settings):
+    del settings.Q_CLUSTER
+    assert checks.check_queue() == [message("E007"), message("W003")]
+
+
+def test_the_missing_broker_message():
+    assert message("E007").msg == (
+        "Q_CLUSTER names no broker, so django-q2 connects to Redis on localhost:6379: where none "
+        "runs there, no webhook event is ever processed."
+    )
+
+
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+DUMMY = "django.core.cache.backends.dummy.DummyCache"
+FILES = "django.core.cache.backends.filebased.FileBasedCache"
+
+
+def caches(**backends: str) -> dict[str, dict[str, str]]:
+    return {
+        alias: {"BACKEND": backend, "LOCATION": "/tmp/unused"}
+        for alias, backend in backends.items()
+    }
+
+
+@pytest.mark.parametrize("backend", [LOCMEM, DUMMY])
+def test_the_orm_broker_with_a_per_process_cache_warns(backend):
+    """Clusters publish their state to that cache: no other process (the web server's health
+    endpoint and dashboard) can see it."""
+    with override_settings(Q_CLUSTER=GOOD_Q, CACHES=caches(default=backend)):
+        assert run_checks() == [message("W007", broker="orm", alias="default", backend=backend)]
+
+
+def test_the_per_process_cache_message():
+    assert message("W007", broker="orm", alias="default", backend=LOCMEM).msg == (
+        "Q_CLUSTER uses the 'orm' broker, whose clusters report their state through the cache "
+        "'default', and that cache is django.core.cache.backends.locmem.LocMemCache, which no "
+        "other process can read: the health endpoint and the dashboard show no cluster while "
+        "one runs."
+    )
+
+
+def test_the_cache_named_in_q_cluster_is_the_one_judged():
+    with override_settings(
+        Q_CLUSTER={**GOOD_Q, "cache": "stats"}, CACHES=caches(default=FILES, stats=LOCMEM)
+    ):
+        assert run_checks() == [message("W007", broker="orm", alias="stats", backend=LOCMEM)]
+    with override_settings(
+        Q_CLUSTER={**GOOD_Q, "cache": "stats"}, CACHES=caches(default=LOCMEM, stats=FILES)
+    ):
+        assert run_checks() == []
+
+
+def test_the_redis_broker_keeps_cluster_state_in_redis_whatever_the_cache():
+    with override_settings(
+        Q_CLUSTER={"redis": "redis://127.0.0.1:6379/0", **TIMING}, CACHES=caches(default=LOCMEM)
+    ):
+        assert checks.check_queue() == []
+
+
+def test_the_demo_and_test_settings_share_their_cache():
+    """The test settings are the demo's (file cache, or Redis with REDIS_URL): no W007."""
+    assert checks.check_queue() == []
+
+
 def test_levels_follow_the_ids():
     assert message("E003", source="s", env="E").level == django_checks.ERROR
+    assert message("E007").level == django_checks.ERROR
     assert message("W001").level == django_checks.WARNING
+    assert message("W006", source="s", env="E").level == django_checks.WARNING
 
 
-def manage_py_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def manage_py(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "manage.py", "check"],
+        [sys.executable, "manage.py", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -244,19 +388,60 @@ def manage_py_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_manage_py_check_reports_a_missing_secret_and_fails():
-    """The real command, in the demo project with no secret in the environment."""
-    # DEBUG off: the demo then invents no development secret.
+DEPLOYMENT_KEY = "a-deployment-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def demo_without_secret(var_dir: Path) -> dict[str, str]:
+    """The demo project with DEBUG off (it then invents no development secret), no webhook
+    secret, and its own SQLite file in ``var_dir`` (never the demo's or the test database)."""
     env = subprocess_env(
         DJANGO_SETTINGS_MODULE="project.settings",
         DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY="a-deployment-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        DJANGO_SECRET_KEY=DEPLOYMENT_KEY,
+        DJANGO_HTTPS="false",  # plain HTTP to the test server; check --deploy then warns
+        WEBHOOKS_VAR_DIR=str(var_dir),
     )
     for name in [n for n in env if n.startswith("WEBHOOK_SECRET_")]:
         del env[name]
-    result = manage_py_check(env)
-    assert result.returncode != 0
-    assert "webhooks_app.E003" in result.stderr
-    env["WEBHOOK_SECRET_GENERIC"] = "a-long-enough-secret-for-the-demo-1234"
-    result = manage_py_check(env)
+    for name in ("DATABASE_URL", "REDIS_URL", "WEBHOOKS_TEST_SUBPROCESS_DB"):
+        env.pop(name, None)
+    return env
+
+
+def test_migrate_runs_before_any_secret_and_check_deploy_fails_without_one(tmp_path):
+    """The README's order: migrate (a build step too) before the secret exists. The real
+    commands, in the demo project with no secret in the environment."""
+    env = demo_without_secret(tmp_path)
+    result = manage_py(env, "migrate", "--no-input")
     assert result.returncode == 0, result.stderr
+    assert "(webhooks_app.W006)" in result.stderr
+    assert (tmp_path / "db.sqlite3").exists()
+    result = manage_py(env, "check")
+    assert result.returncode == 0, result.stderr
+    assert "(webhooks_app.W006)" in result.stderr and "ERRORS" not in result.stderr
+    result = manage_py(env, "check", "--deploy")
+    assert result.returncode != 0
+    assert "(webhooks_app.E003)" in result.stderr
+    env["WEBHOOK_SECRET_GENERIC"] = "a-long-enough-secret-for-the-demo-1234"
+    result = manage_py(env, "check", "--deploy")
+    assert result.returncode == 0, result.stderr
+    assert "webhooks_app." not in result.stderr
+
+
+@pytest.mark.process
+def test_a_server_logs_a_source_without_secret_once_at_its_first_request(tmp_path):
+    """gunicorn runs no system checks: its log says it, at the first request (here the
+    readiness probe on /webhooks/health/), once however many requests follow."""
+    server = Server(workers=1, env=demo_without_secret(tmp_path))
+    try:
+        body = b'{"workflow_name": "log_event", "inputs": {}}'
+        for _ in range(3):
+            status, answer, _ = server.request(
+                "POST", "/webhooks/generic/", body, {"Content-Type": "application/json"}
+            )
+            assert (status, answer["error"]) == (503, "not_configured")
+    finally:
+        server.stop()
+    error = message("E003", source="generic", env=GENERIC_ENV)
+    line = f"ERROR webhooks_app {error.msg} {error.hint} (webhooks_app.E003)"
+    assert server.output().count(line) == 1, server.output()

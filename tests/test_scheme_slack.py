@@ -387,7 +387,7 @@ def test_app_rate_limited_has_no_event_id(client, slack_source):
     assert (response.status_code, response.json()["status"]) == (200, "ignored")
     event = WebhookEvent.objects.get()
     assert event.event_type == "app_rate_limited"
-    assert len(event.webhook_id) == 32  # assigned by the server
+    assert len(event.webhook_id) == 36  # assigned by the server (a UUID)
 
 
 def test_interaction_without_trigger_id_gets_a_server_id():

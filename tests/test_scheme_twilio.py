@@ -570,7 +570,7 @@ def test_a_new_idempotency_token_is_not_a_new_event(fields, webhook_id):
     assert_one_event(first, replays)
     event = WebhookEvent.objects.get()
     if webhook_id is None:
-        assert len(event.webhook_id) == 32  # a server-assigned UUID, not the unsigned token
+        assert len(event.webhook_id) == 36  # a server-assigned UUID, not the unsigned token
     else:
         assert event.webhook_id == webhook_id
     assert event.headers["i-twilio-idempotency-token"] == "t1"  # kept, never trusted

@@ -287,7 +287,8 @@ def test_webhook_id_from_header_and_assigned_when_absent(post_webhook):
         == "from-header"
     )
     assigned = post_webhook(envelope(webhook_id=None, n=2)).json()
-    assert assigned["status"] == "accepted" and len(assigned["webhook_id"]) == 32  # a UUID
+    assert assigned["status"] == "accepted"
+    assert str(uuid.UUID(assigned["webhook_id"])) == assigned["webhook_id"]  # canonical, dashed
     assert WebhookEvent.objects.count() == 2
 
 
@@ -508,6 +509,23 @@ def test_health_details_need_a_staff_session_or_the_health_token(client, setting
 def test_an_unset_health_token_matches_no_bearer(client):
     response = client.get(HEALTH_URL, HTTP_AUTHORIZATION="Bearer ")
     assert response.json() == {"database": "ok", "queue": {"status": "ok"}}
+
+
+def test_health_tells_staff_which_sources_refuse_every_delivery(client, admin_client, post_webhook):
+    """A source without a secret answers 503 to every delivery: staff see it in the details;
+    the anonymous answer stays up/down, and stays 200 (the other sources still work)."""
+    sources = {"generic": {"SECRETS": []}, "github": {"SECRETS": ["g" * 30]}}
+    with override_settings(WEBHOOKS={"SOURCES": sources}):
+        assert post_webhook(envelope()).status_code == 503
+        staff = admin_client.get(HEALTH_URL)
+        anonymous = client.get(HEALTH_URL)
+    assert staff.status_code == 200
+    assert staff.json()["sources"] == {"generic": "not_configured", "github": "ok"}
+    assert (anonymous.status_code, anonymous.json()) == (
+        200,
+        {"database": "ok", "queue": {"status": "ok"}},
+    )
+    assert admin_client.get(HEALTH_URL).json()["sources"] == {"generic": "ok", "github": "ok"}
 
 
 def meta_name(header: str) -> str:

@@ -2,12 +2,16 @@
 
 Both actions call the same service functions as the commands and the API, need POST with a
 CSRF token (Django admin actions) and their permission: *replay* the change permission, *purge*
-(Django's delete confirmation page) the delete permission.
+(Django's delete confirmation page) the delete permission. An event's page answers the
+operator's first questions at the top (what happened, when, how often it failed, what happens
+next) and offers *Replay*; it has no *Delete*: one event is purged like many, from the list.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -18,15 +22,19 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from webhooks_app import dashboard, services, sql
+from webhooks_app.conf import webhook_settings
 from webhooks_app.models import Dashboard, EventStatus, WebhookEvent
+from webhooks_app.templatetags.webhooks_format import human_duration, last_error, local_time
 
 
 def _pretty(value: Any) -> str:
@@ -35,10 +43,21 @@ def _pretty(value: Any) -> str:
     )
 
 
+def _shown_time(field: str, description: str) -> Callable[[Any, WebhookEvent], str]:
+    """An admin column or field showing a time column through :func:`local_time` (Django's
+    own rendering stops at the minute)."""
+
+    @admin.display(description=description, ordering=field)
+    def show(model_admin: Any, obj: WebhookEvent) -> str:
+        return local_time(getattr(obj, field))
+
+    return show
+
+
 DETAIL_FIELDS: tuple[str, ...] = (
-    "source", "webhook_id", "event_type", "workflow_name", "status", "attempts",
-    "received_at", "started_at", "finished_at", "next_attempt_at",
-    "pretty_payload", "pretty_headers", "pretty_result", "pretty_error", "pretty_history",
+    "source", "webhook_id", "event_type", "workflow_name", "coloured_status", "attempts",
+    "received", "started", "finished", "next_attempt", "attempts_timeline",
+    "pretty_payload", "pretty_headers", "pretty_result",
 )  # fmt: skip
 
 
@@ -99,7 +118,8 @@ class WorkflowFilter(IndexedValuesFilter):
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     list_display = [
-        "received_at", "source", "webhook_id", "workflow_name", "coloured_status", "attempts", "duration",
+        "received", "source", "listed_webhook_id", "workflow", "coloured_status", "attempts",
+        "last_duration",
     ]  # fmt: skip
     # Every filter is answered by an index on a table of millions. No date_hierarchy: its
     # drill-down runs SELECT DISTINCT date_trunc(...) over the whole range on every view
@@ -117,11 +137,25 @@ class WebhookEventAdmin(admin.ModelAdmin):
     fields = DETAIL_FIELDS
     readonly_fields = DETAIL_FIELDS
 
+    class Media:
+        css = {"all": ["webhooks_app/events.css"]}
+
+    received = _shown_time("received_at", "received at")
+    started = _shown_time("started_at", "started at")
+    finished = _shown_time("finished_at", "finished at")
+    next_attempt = _shown_time("next_attempt_at", "next attempt at")
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Purging (the list's action, asked without an ``obj``) needs the delete permission;
+        one event's *Delete* button and page are refused: the log is read-only, and an event
+        is purged like many, through the confirmation page that says what a purge means."""
+        return obj is None and super().has_delete_permission(request)
 
     @admin.display(description="status", ordering="status")
     def coloured_status(self, obj: WebhookEvent) -> str:
@@ -130,6 +164,22 @@ class WebhookEventAdmin(admin.ModelAdmin):
             STATUS_COLOURS.get(obj.status, "inherit"),
             obj.get_status_display(),
         )
+
+    # The list's columns are kept narrow so that all of them fit beside the navigation and
+    # filter sidebars at 1280 px: a long id is cut (whole in its title), headers are short.
+    @admin.display(description="webhook id", ordering="webhook_id")
+    def listed_webhook_id(self, obj: WebhookEvent) -> str:
+        return format_html(
+            '<span class="wh-id" title="{}">{}</span>', obj.webhook_id, obj.webhook_id
+        )
+
+    @admin.display(description="workflow", ordering="workflow_name")
+    def workflow(self, obj: WebhookEvent) -> str:
+        return obj.workflow_name
+
+    @admin.display(description="duration")
+    def last_duration(self, obj: WebhookEvent) -> str:
+        return human_duration(obj.duration)
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         """*Purge* replaces Django's *Delete selected*, which would load every row it deletes.
@@ -174,13 +224,53 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def pretty_result(self, obj: WebhookEvent) -> str:
         return _pretty(obj.result)
 
-    @admin.display(description="error")
-    def pretty_error(self, obj: WebhookEvent) -> str:
-        return format_html("<pre>{}</pre>", obj.error) if obj.error else "-"
+    @admin.display(description="attempts")
+    def attempts_timeline(self, obj: WebhookEvent) -> str:
+        """One row per attempt; the last failed one opens onto the stored traceback (only the
+        latest failure's traceback is kept, each attempt keeps its one-line error)."""
+        history = [entry for entry in obj.history if isinstance(entry, dict)]
+        rows = [
+            {
+                "attempt": entry.get("attempt"),
+                "started": local_time(entry.get("started_at")),
+                "duration": human_duration(entry.get("duration_ms")),
+                "outcome": entry.get("outcome", ""),
+                "error": entry.get("error", ""),
+            }
+            for entry in history
+        ]
+        failed_last = not history or history[-1].get("outcome") != EventStatus.SUCCEEDED
+        return render_to_string(
+            "admin/webhooks_app/attempts.html",
+            {"rows": rows, "traceback": obj.error if failed_last else ""},
+        )
 
-    @admin.display(description="attempts timeline")
-    def pretty_history(self, obj: WebhookEvent) -> str:
-        return _pretty(obj.history)
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: WebhookEvent | None = None,
+    ) -> HttpResponse:
+        """The event page's summary and *Replay* button, above the fields."""
+        if obj is not None:
+            context["summary"] = {
+                "status": self.coloured_status(obj),
+                "failed": sum(
+                    1
+                    for entry in obj.history
+                    if isinstance(entry, dict) and entry.get("outcome") != EventStatus.SUCCEEDED
+                ),
+                "error": last_error(obj),
+                "next": what_happens_next(obj, timezone.now()),
+                # What services.replay_events leaves alone is not offered.
+                "can_replay": self.has_replay_permission(request)
+                and obj.status != EventStatus.RUNNING
+                and bool(obj.workflow_name),
+            }
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Replay selected events", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
@@ -212,17 +302,23 @@ class WebhookEventAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "can_replay": self.has_replay_permission(request),
             "refresh_seconds": DASHBOARD_REFRESH_SECONDS,
+            "time_zone": timezone.get_current_timezone_name(),
             **dashboard.snapshot(),
         }
         return TemplateResponse(request, "admin/webhooks_app/dashboard.html", context)
 
     def replay_one_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        """The dashboard's per-failure *Replay* button (POST, CSRF, change permission)."""
+        """The *Replay* button of the dashboard's failures and of an event's page (POST, CSRF,
+        change permission)."""
         if not self.has_replay_permission(request):
             raise PermissionDenied
         event = get_object_or_404(WebhookEvent, pk=pk)
-        count = services.replay_events(WebhookEvent.objects.filter(pk=event.pk))
-        self.message_user(request, f"Queued {count} event(s) to run again.", messages.SUCCESS)
+        if services.replay_events(WebhookEvent.objects.filter(pk=event.pk)):
+            self.message_user(request, "Queued 1 event(s) to run again.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request, "Not queued: the event is running or has no workflow.", messages.WARNING
+            )
         return HttpResponseRedirect(_local_next(request) or reverse("admin:webhooks_app_dashboard"))
 
 
@@ -235,6 +331,52 @@ def _local_next(request: HttpRequest) -> str | None:
     ):
         return url
     return None
+
+
+def what_happens_next(event: WebhookEvent, now: datetime) -> str:
+    """One sentence for the top of the event's page: when it runs next, or why it does not."""
+    attempts, most = event.attempts, webhook_settings.MAX_ATTEMPTS
+    if event.status == EventStatus.PENDING:
+        queued = event.next_attempt_at or event.received_at
+        waited = now - queued
+        hint = (
+            " If that is long, check that a qcluster runs (the dashboard counts the clusters)."
+            if waited.total_seconds() > webhook_settings.RECOVERY_GRACE
+            else ""
+        )
+        return format_html(
+            "Waiting for a worker since {} ({} ago).{}",
+            local_time(queued),
+            human_duration(waited),
+            hint,
+        )
+    if event.status == EventStatus.RUNNING:
+        return format_html(
+            "Attempt {} of {} running since {}.", attempts, most, local_time(event.started_at)
+        )
+    if event.status == EventStatus.FAILED and event.next_attempt_at:
+        wait = event.next_attempt_at - now
+        when = f"in {human_duration(wait)}" if wait.total_seconds() > 0 else "due, queued"
+        return format_html(
+            "Attempt {} of {} at {} ({}).",
+            attempts + 1,
+            most,
+            local_time(event.next_attempt_at),
+            when,
+        )
+    if event.status == EventStatus.DEAD:
+        why = "no attempts left" if attempts >= most else "not retried (the error says why)"
+        return f"Dead after {attempts} attempt(s): {why}. Fix the cause, then replay it."
+    if event.status == EventStatus.SUCCEEDED:
+        return format_html(
+            "Succeeded on attempt {} at {}, in {}.",
+            attempts,
+            local_time(event.finished_at),
+            human_duration(event.duration),
+        )
+    if event.status == EventStatus.IGNORED:
+        return "Nothing to run: no workflow is routed for this event type."
+    return ""
 
 
 DASHBOARD_REFRESH_SECONDS = 30

@@ -1,19 +1,27 @@
 """System checks (``manage.py check``): configuration mistakes that would lose or forge events.
 
 Messages and hints live in :data:`MESSAGES`, one place, so tests compare them by equality.
+
+A source without a secret refuses every delivery (503 ``not_configured``) but blocks nothing
+else: ``migrate`` and a build step must run before the secret exists. So it is a warning
+(W006) for every command and an error (E003) where a deployment is judged: ``check --deploy``,
+the first request a server process answers (its log), the health details and the dashboard.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.core.signals import request_started
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
 from webhooks_app import registry
-from webhooks_app.conf import secret_env_names, webhook_settings
+from webhooks_app.conf import SourceConfig, secret_env_names, webhook_settings
 from webhooks_app.schemes import get_scheme, scheme_names
 from webhooks_app.schemes.base import SharedTokenScheme
 from webhooks_app.schemes.standard import signing_key
@@ -25,6 +33,27 @@ MIN_SECRET_BYTES = 24
 #: SQLite transaction modes that take the write lock at BEGIN, so that a writer waits for the
 #: busy timeout instead of failing at once when its read transaction cannot become a write one.
 SQLITE_WRITE_LOCK_MODES = frozenset({"IMMEDIATE", "EXCLUSIVE"})
+#: django-q2's broker keys in the order ``django_q.brokers.get_broker`` tries them; Redis is
+#: its fall-back, also when ``Q_CLUSTER`` names none (``django_redis`` is the Redis broker on
+#: a django-redis connection).
+BROKER_KEYS = ("broker_class", "iron_mq", "sqs", "orm", "mongo", "redis", "django_redis")
+#: Brokers whose clusters publish their state (``Stat``) through the Django cache; the Redis
+#: broker keeps it in Redis, and a custom ``broker_class`` may do either.
+CACHE_STAT_BROKERS = frozenset({"iron_mq", "sqs", "orm", "mongo"})
+#: Cache backends no other process can read.
+PER_PROCESS_CACHES = frozenset(
+    {
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.dummy.DummyCache",
+    }
+)
+
+logger = logging.getLogger("webhooks_app")
+
+_CONFIGURE_SOURCE_HINT = (
+    "Set WEBHOOKS['SOURCES'][{source!r}]['SECRETS'], or the environment variable "
+    "{env}. To disable the source, set it to None in WEBHOOKS['SOURCES']."
+)
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "E001": (
@@ -40,8 +69,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "E003": (
         "Webhook source {source!r} has no secret while signatures are required; "
         "every delivery to it is refused with 503.",
-        "Set WEBHOOKS['SOURCES'][{source!r}]['SECRETS'], or the environment variable "
-        "{env}. To disable the source, set it to None in WEBHOOKS['SOURCES'].",
+        _CONFIGURE_SOURCE_HINT,
     ),
     "E004": (
         "Q_CLUSTER['retry'] ({retry}s) is not longer than Q_CLUSTER['timeout'] ({timeout}s): "
@@ -59,6 +87,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "{key_source!r}.",
         "Give {key_source!r} a random secret of its own in {key_origin}, e.g. python -c "
         '"import secrets; print(secrets.token_urlsafe(32))".',
+    ),
+    "E007": (
+        "Q_CLUSTER names no broker, so django-q2 connects to Redis on localhost:6379: where "
+        "none runs there, no webhook event is ever processed.",
+        "Set Q_CLUSTER['orm'] = 'default' (the queue lives in your database) or "
+        "Q_CLUSTER['redis'] = 'redis://…' (see the README's Queue configuration); django-q2 "
+        "also takes 'django_redis', 'sqs', 'iron_mq', 'mongo' or 'broker_class'.",
     ),
     "W001": (
         "Webhook signatures are switched off while DEBUG is False: anyone can post events.",
@@ -89,6 +124,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
         '"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" '
         "(as the demo project's settings do).",
     ),
+    "W006": (
+        "Webhook source {source!r} has no secret yet: every delivery to it is refused with 503 "
+        "not_configured (manage.py check --deploy reports this as the error webhooks_app.E003).",
+        _CONFIGURE_SOURCE_HINT,
+    ),
+    "W007": (
+        "Q_CLUSTER uses the {broker!r} broker, whose clusters report their state through the "
+        "cache {alias!r}, and that cache is {backend}, which no other process can read: the "
+        "health endpoint and the dashboard show no cluster while one runs.",
+        "Make CACHES[{alias!r}] a cache every process shares (FileBasedCache on one machine, "
+        "Redis or Memcached across machines), or name such a cache in Q_CLUSTER['cache'].",
+    ),
 }
 
 
@@ -117,13 +164,57 @@ def check_sources(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 found.append(
                     message("E002", source=source.name, event=event, workflow=workflow_name)
                 )
-        if webhook_settings.REQUIRE_SIGNATURE and not source.secrets:
-            env = " or ".join(secret_env_names(source.name, source.scheme))
-            found.append(message("E003", source=source.name, env=env))
+        if missing_secret(source):
+            found.append(message("W006", **_secret_params(source)))
         # The key's bytes, not the text's: "whsec_" and base64 add characters but no entropy.
         if any(len(signing_key(secret) or b"") < MIN_SECRET_BYTES for secret in source.secrets):
             found.append(message("W004", source=source.name, min_bytes=MIN_SECRET_BYTES))
     return found
+
+
+def missing_secret(source: SourceConfig) -> bool:
+    """True when ``source`` answers every delivery 503 ``not_configured`` for want of a secret."""
+    return bool(webhook_settings.REQUIRE_SIGNATURE) and not source.secrets
+
+
+def sources_without_secret() -> list[SourceConfig]:
+    return [source for source in webhook_settings.sources.values() if missing_secret(source)]
+
+
+def _secret_params(source: SourceConfig) -> dict[str, str]:
+    return {"source": source.name, "env": " or ".join(secret_env_names(source.name, source.scheme))}
+
+
+def missing_secret_errors() -> list[checks.CheckMessage]:
+    """E003 for each source without a secret: what the dashboard, a server's log and
+    ``check --deploy`` say."""
+    return [message("E003", **_secret_params(source)) for source in sources_without_secret()]
+
+
+@checks.register(deploy=True)
+def check_secrets_for_deployment(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    return missing_secret_errors()
+
+
+_REPORT_ONCE = "webhooks_app.checks.report_missing_secrets_once"
+
+
+def report_missing_secrets_once(**kwargs: Any) -> None:
+    """Log E003 for each source without a secret at the first request this process answers.
+
+    That is a web server's start-up log: gunicorn and uvicorn run no system checks, and
+    ``AppConfig.ready`` runs for every command (``migrate`` included), where a missing secret is
+    no error. One line per source and process, whatever the traffic; the refusals themselves are
+    counted and logged by :mod:`webhooks_app.refusals`.
+    """
+    request_started.disconnect(dispatch_uid=_REPORT_ONCE)
+    for error in missing_secret_errors():
+        logger.error("%s %s (%s)", error.msg, error.hint, error.id)
+
+
+request_started.connect(report_missing_secrets_once, dispatch_uid=_REPORT_ONCE)
 
 
 @checks.register()
@@ -199,9 +290,31 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 @checks.register()
 def check_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     q_cluster = getattr(settings, "Q_CLUSTER", {}) or {}
+    found: list[checks.CheckMessage] = []
+    broker = configured_broker(q_cluster)
+    if broker is None:
+        found.append(message("E007"))
+    elif broker in CACHE_STAT_BROKERS:
+        alias = q_cluster.get("cache", "default")
+        backend = settings.CACHES.get(alias, {}).get("BACKEND", "")
+        if backend in PER_PROCESS_CACHES:
+            found.append(message("W007", broker=broker, alias=alias, backend=backend))
     timeout, retry = q_cluster.get("timeout"), q_cluster.get("retry", 60)
     if timeout is None:
-        return [message("W003")]
-    if retry <= timeout:
-        return [message("E004", retry=retry, timeout=timeout)]
-    return []
+        found.append(message("W003"))
+    elif retry <= timeout:
+        found.append(message("E004", retry=retry, timeout=timeout))
+    return found
+
+
+def configured_broker(q_cluster: Mapping[str, Any]) -> str | None:
+    """The ``Q_CLUSTER`` key of the broker django-q2 will use, or None when it names none."""
+    for key in BROKER_KEYS:
+        value = q_cluster.get(key)
+        if key == "redis" and isinstance(value, dict):  # {}: a choice, Redis with its defaults
+            return key
+        # django-q2 skips a broker key whose value is empty, and takes "sqs" only as a dict.
+        if not value or (key == "sqs" and not isinstance(value, dict)):
+            continue
+        return key
+    return None

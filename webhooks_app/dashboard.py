@@ -6,6 +6,7 @@ so the page costs the same on ten events as on a million: no full-table COUNT(*)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from webhooks_app import queue
+from webhooks_app import checks, queue
 from webhooks_app.models import EventStatus, WebhookEvent
 
 #: Processing latencies are computed from at most this many recent successes.
@@ -127,32 +128,71 @@ def recent_failures() -> list[WebhookEvent]:
             "attempts",
             "received_at",
             "error",
+            "history",  # its last entry holds the failure's one line (``last_error``)
         )[:RECENT_FAILURES]
     )
 
 
-def chart_svg(buckets: list[Bucket], width: int = 720, height: int = 160) -> dict[str, Any]:
-    """Bar geometry for a server-rendered SVG (the template draws it; nothing from a CDN)."""
-    peak = max((b.total for b in buckets), default=0) or 1
-    slot = width / max(len(buckets), 1)
-    bars = []
+#: Room left of the plot for the count labels, and below it for the time labels.
+AXIS_LEFT, AXIS_BOTTOM, AXIS_TOP = 34, 20, 8
+#: The hourly chart labels every third hour (on the local clock); the daily one every day.
+HOURS_PER_LABEL = 3
+
+
+def count_ticks(peak: int, most: int = 4) -> list[int]:
+    """Round counts from 0 to at least ``peak``, in at most ``most`` equal steps of 1, 2 or 5
+    times a power of ten."""
+    peak, magnitude = max(peak, 1), 1
+    while True:
+        for step in (magnitude, 2 * magnitude, 5 * magnitude):
+            steps = math.ceil(peak / step)
+            if steps <= most:
+                return [step * i for i in range(steps + 1)]
+        magnitude *= 10
+
+
+def chart_svg(
+    buckets: list[Bucket], step: str, width: int = 720, height: int = 170
+) -> dict[str, Any]:
+    """Bars, axes and labels for a server-rendered SVG (the template draws it; nothing from a
+    CDN). The count axis ends on a round number at or above the peak; time labels are bucket
+    starts (the template formats them in the current time zone)."""
+    ticks = count_ticks(max((b.total for b in buckets), default=0))
+    top, bottom = AXIS_TOP, height - AXIS_BOTTOM
+    plot_h = bottom - top
+    slot = (width - AXIS_LEFT) / max(len(buckets), 1)
+
+    def y(count: int) -> float:
+        return round(bottom - plot_h * count / ticks[-1], 1)
+
+    bars, labels = [], []
     for i, bucket in enumerate(buckets):
-        total_h = height * bucket.total / peak
-        failed_h = height * bucket.failed / peak
+        x = AXIS_LEFT + i * slot
         bars.append(
             {
-                "x": round(i * slot + 1, 1),
+                "x": round(x + 1, 1),
                 "w": round(max(slot - 2, 1), 1),
-                "y": round(height - total_h, 1),
-                "h": round(total_h, 1),
-                "fy": round(height - failed_h, 1),
-                "fh": round(failed_h, 1),
+                "y": y(bucket.total),
+                "h": round(bottom - y(bucket.total), 1),
+                "fy": y(bucket.failed),
+                "fh": round(bottom - y(bucket.failed), 1),
                 "label": bucket.start,
                 "total": bucket.total,
                 "failed": bucket.failed,
             }
         )
-    return {"bars": bars, "width": width, "height": height, "peak": peak}
+        if step != "hour" or bucket.start.hour % HOURS_PER_LABEL == 0:
+            labels.append({"x": round(x + slot / 2, 1), "start": bucket.start})
+    return {
+        "bars": bars,
+        "width": width,
+        "height": height,
+        "left": AXIS_LEFT,
+        "bottom": bottom,
+        "label_y": height - 6,
+        "y_ticks": [{"y": y(count), "count": count} for count in ticks],
+        "x_labels": labels,
+    }
 
 
 def snapshot() -> dict[str, Any]:
@@ -167,8 +207,9 @@ def snapshot() -> dict[str, Any]:
         "failure_rate": failure_rate(counts),
         "latency": latencies(day_ago),
         "queue": queue.queue_info(),
-        "hourly": chart_svg(timeline(day_ago, "hour")),
-        "daily": chart_svg(timeline(week_ago, "day")),
+        "missing_secrets": checks.missing_secret_errors(),  # E003, shown above everything
+        "hourly": chart_svg(timeline(day_ago, "hour"), "hour"),
+        "daily": chart_svg(timeline(week_ago, "day"), "day"),
         "by_source": breakdown("source", day_ago),
         "by_workflow": breakdown("workflow_name", day_ago),
         "failures": recent_failures(),

@@ -198,7 +198,7 @@ def _store_or_duplicate(
         return duplicate(existing)
     event = WebhookEvent(
         source=source.name,
-        webhook_id=delivery.webhook_id or uuid.uuid4().hex,
+        webhook_id=delivery.webhook_id or str(uuid.uuid4()),  # as send_test_webhook makes them
         content_key=content_key,
         event_type=delivery.event_type[:255],
         workflow_name=workflow_name or "",

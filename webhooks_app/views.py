@@ -20,7 +20,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from webhooks_app import ingest, queue, refusals
+from webhooks_app import checks, ingest, queue, refusals
 from webhooks_app.api import OperatorAuthentication, sees_operator_details
 from webhooks_app.conf import SourceConfig, webhook_settings
 from webhooks_app.exceptions import InvalidPayload, MethodNotAllowed, WebhookError
@@ -315,7 +315,10 @@ class HealthView(OperatorAuthentication, APIView):
     ``"ok"`` or ``"unavailable"``. The broker's name, queue depth and the clusters with their
     ids are for staff who may view events (their session) or the bearer of
     ``WEBHOOKS["HEALTH_TOKEN"]``: they tell an outsider how the deployment is built and loaded.
-    A broker that is down is still a 200: deliveries are stored and recovery enqueues them.
+    So is ``sources``: each configured source, ``"ok"`` or ``"not_configured"`` (no secret, so
+    every delivery to it is refused with 503: system check E003).
+    A broker that is down is still a 200: deliveries are stored and recovery enqueues them. So
+    is a source without a secret: a probe taking the server out would refuse every other one.
     """
 
     permission_classes = [AllowAny]
@@ -327,14 +330,25 @@ class HealthView(OperatorAuthentication, APIView):
         description=(
             'Anonymous: `{"database": "ok", "queue": {"status": "ok"}}`. Staff sessions and '
             '`Authorization: Bearer <WEBHOOKS["HEALTH_TOKEN"]>` also get the queue\'s '
-            "`broker`, `queued` and `clusters`."
+            "`broker`, `queued` and `clusters`, and `sources`: each source `ok` or "
+            "`not_configured` (no secret: every delivery to it is refused with 503)."
         ),
         responses={
             200: inline_serializer(
-                "Health", {"database": serializers.CharField(), "queue": serializers.DictField()}
+                "Health",
+                {
+                    "database": serializers.CharField(),
+                    "queue": serializers.DictField(),
+                    "sources": serializers.DictField(child=serializers.CharField(), required=False),
+                },
             ),
             503: inline_serializer(
-                "Unhealthy", {"database": serializers.CharField(), "queue": serializers.DictField()}
+                "Unhealthy",
+                {
+                    "database": serializers.CharField(),
+                    "queue": serializers.DictField(),
+                    "sources": serializers.DictField(child=serializers.CharField(), required=False),
+                },
             ),
         },
         auth=[],
@@ -352,6 +366,10 @@ class HealthView(OperatorAuthentication, APIView):
         if sees_operator_details(request, webhook_settings.HEALTH_TOKEN):
             info = queue.queue_info()
             body["queue"] = {"status": "unavailable" if info["queued"] is None else "ok", **info}
+            body["sources"] = {
+                source.name: "not_configured" if checks.missing_secret(source) else "ok"
+                for source in webhook_settings.sources.values()
+            }
         else:
             body["queue"] = {"status": "ok" if queue.broker_reachable() else "unavailable"}
         return JsonResponse(body, status=status)

@@ -1,4 +1,12 @@
-"""``manage.py send_test_webhook WORKFLOW``: sign and send a webhook, the quickest end-to-end try."""
+"""``manage.py send_test_webhook WORKFLOW``: sign and send a webhook, the quickest end-to-end try.
+
+Where it sends: ``--url``, else the source's ``PUBLIC_URL`` (the URL its senders use), else
+this project's own webhook path (``reverse()``, so a mount other than ``webhooks/`` is
+followed) on ``http://127.0.0.1:8000``, where ``runserver`` listens by default. The host and
+port cannot be known from the settings: ``ALLOWED_HOSTS`` lists names a server answers to
+(wildcards, production names), not where it listens. So every answer names the URL used, and a
+401 or 404 says that another server may have answered.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,20 @@ import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import NoReverseMatch, reverse
 
-from webhooks_app.conf import webhook_settings
+from webhooks_app.conf import SourceConfig, secret_env_names, webhook_settings
 from webhooks_app.schemes import get_scheme
 
-DEFAULT_URL = "http://127.0.0.1:8000/webhooks/{source}/"
+#: Where ``runserver`` listens unless told otherwise.
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+#: What a refusal may mean when the server that answered is not this project's.
+WRONG_SERVER_HINTS = {
+    401: "the signature did not verify there: that server has another secret for this source, "
+    "or it is not this project's server",
+    404: "that server has no such webhook URL: it is not this project's server, or mounts "
+    "webhooks_app.urls elsewhere",
+}
 
 
 class Command(BaseCommand):
@@ -23,7 +40,11 @@ class Command(BaseCommand):
         parser.add_argument("workflow", help="Name of the workflow to run.")
         parser.add_argument("--inputs", default="{}", help="JSON object passed to the workflow.")
         parser.add_argument("--id", dest="webhook_id", help="webhook_id (default: a new UUID).")
-        parser.add_argument("--url", help=f"Endpoint (default: {DEFAULT_URL}).")
+        parser.add_argument(
+            "--url",
+            help="Endpoint (default: the source's PUBLIC_URL, else this project's webhook path "
+            f"on {DEFAULT_BASE_URL}).",
+        )
         parser.add_argument(
             "--source", default="generic", help="Configured source (default: generic)."
         )
@@ -42,8 +63,9 @@ class Command(BaseCommand):
             )
         if not source.secrets:
             raise CommandError(
-                f"Source {source.name!r} has no secret: set WEBHOOK_SECRET_{source.name.upper()} "
-                "or WEBHOOKS['SOURCES'][...]['SECRETS']."
+                f"Source {source.name!r} has no secret: set "
+                f"{' or '.join(secret_env_names(source.name, source.scheme))} "
+                f"or WEBHOOKS['SOURCES'][{source.name!r}]['SECRETS']."
             )
         try:
             inputs = json.loads(options["inputs"])
@@ -54,7 +76,7 @@ class Command(BaseCommand):
             {"workflow_name": options["workflow"], "inputs": inputs, "webhook_id": webhook_id}
         ).encode()
         headers = get_scheme(source.scheme).sign(body, source.secrets[0], webhook_id=webhook_id)
-        url = options["url"] or DEFAULT_URL.format(source=source.name)
+        url = options["url"] or default_url(source)
         request = urllib.request.Request(  # noqa: S310 - the operator chooses the URL
             url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
         )
@@ -64,7 +86,28 @@ class Command(BaseCommand):
         except urllib.error.HTTPError as exc:
             status, answer = exc.code, exc.read().decode()
         except OSError as exc:
-            raise CommandError(f"Could not reach {url}: {exc}") from None
+            raise CommandError(
+                f"Could not reach {url}: {exc}. Is the server running there? "
+                "Pass --url with the address it listens on."
+            ) from None
         self.stdout.write(f"POST {url} -> {status}\n{answer}")
         if status >= 400:
-            raise CommandError(f"The server refused the webhook ({status}).")
+            hint = WRONG_SERVER_HINTS.get(status)
+            raise CommandError(
+                f"The server at {url} refused the webhook ({status})"
+                + (f": {hint}. Pass --url with your server's webhook URL." if hint else ".")
+            )
+
+
+def default_url(source: SourceConfig) -> str:
+    """The source's ``PUBLIC_URL``, else this project's path for it on :data:`DEFAULT_BASE_URL`."""
+    if source.public_url:
+        return source.public_url
+    try:
+        path = reverse("webhooks_app:receive", kwargs={"source": source.name})
+    except NoReverseMatch:
+        raise CommandError(
+            "webhooks_app.urls is not in this project's URLconf (ROOT_URLCONF), so its webhook "
+            "URL is unknown: include it, or pass --url."
+        ) from None
+    return DEFAULT_BASE_URL + path
