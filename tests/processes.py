@@ -158,3 +158,15 @@ def running(*processes: Process) -> Iterator[None]:
     finally:
         for process in processes:
             process.stop()
+
+
+def manage_py(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one ``manage.py`` command of the demo project with ``env``, to its end."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

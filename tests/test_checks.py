@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +14,7 @@ from django.conf import settings
 from django.core import checks as django_checks
 from django.test import override_settings
 
-from tests.processes import REPO, Server, subprocess_env
+from tests.processes import Server, manage_py, subprocess_env
 from webhooks_app import checks
 from webhooks_app.checks import message
 
@@ -375,17 +373,6 @@ def test_levels_follow_the_ids():
     assert message("E007").level == django_checks.ERROR
     assert message("W001").level == django_checks.WARNING
     assert message("W006", source="s", env="E").level == django_checks.WARNING
-
-
-def manage_py(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 DEPLOYMENT_KEY = "a-deployment-key-0123456789-abcdefghijklmnopqrstuvwxyz"

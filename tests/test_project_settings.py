@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from project.settings import development_secret
-from tests.processes import REPO
+from tests.processes import REPO, manage_py
 
 #: The variables a test below sets itself; inherited values would change what it measures.
 _SCRUBBED_PREFIXES = ("DJANGO_", "WEBHOOK", "DATABASE_URL", "REDIS_URL")
@@ -42,17 +42,6 @@ def production_env(var_dir: Path, **extra: str) -> dict[str, str]:
         DJANGO_ALLOWED_HOSTS="hooks.example.com",
         WEBHOOK_SECRET_GENERIC=secrets.token_urlsafe(32),
         **extra,
-    )
-
-
-def manage_py(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
 
