@@ -146,8 +146,9 @@ def store(
     """Store the delivery unless it is a duplicate, and enqueue it; 503 if the database fails.
 
     A duplicate is a delivery whose id *or* whose ``content_key`` (the digest of its signed
-    content, :meth:`Scheme.content_key`) is already stored for the source: a captured request re-sent under a new unsigned id or
-    event type is answered ``200 duplicate`` and does not run again.
+    content, :meth:`Scheme.content_key`) is already stored for the source: a captured request
+    re-sent under a new unsigned id or event type is answered ``200 duplicate`` and does not
+    run again.
 
     A connection the server dropped while it sat idle (a restart, a failover, an idle timeout)
     is reopened and the store tried once more, so the first delivery after it is not refused
