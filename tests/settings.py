@@ -18,7 +18,15 @@ WEBHOOKS = {
     "SOURCES": {
         "generic": {"SCHEME": "generic", "SECRETS": [SECRET_A, SECRET_B]},
         "github": {"SCHEME": "github", "SECRETS": [SECRET_A], "ROUTES": {"push": "record"}},
+        # Generic deliveries whose inputs' "customer" orders them (contract §9).
+        "ordered": {"SCHEME": "generic", "SECRETS": [SECRET_A], "ORDER_KEY": "customer"},
     },
+    "WORKFLOW_LIMITS": {
+        "one_at_a_time": {"CONCURRENCY": 1},
+        "two_at_a_time": {"CONCURRENCY": 2},
+        "five_per_second": {"RATE": "5/s"},
+    },
+    "LEASE_SECONDS": 3,  # renewed every second: a lost worker's attempt is taken back in ~3 s
     "MAX_ATTEMPTS": 3,
     "RETRY_BACKOFF": 0,  # retries go straight back on the queue; backoff has its own tests
     "RECOVERY_GRACE": 2,  # crash tests wait timeout + grace before an attempt counts as lost

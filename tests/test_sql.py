@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -45,57 +44,6 @@ def make_event(webhook_id: str, **fields) -> WebhookEvent:
 
 def test_returning_is_used_on_the_databases_ci_runs():
     assert sql.supports_returning(connection.vendor)
-
-
-CLAIMS = {
-    "pending": ({"status": EventStatus.PENDING}, True),
-    "failed, retry due": ({"status": EventStatus.FAILED, "next_attempt_at": Ago(1)}, True),
-    "failed, retry later": (
-        {"status": EventStatus.FAILED, "next_attempt_at": timezone.now() + timedelta(hours=1)},
-        False,
-    ),
-    "running": ({"status": EventStatus.RUNNING, "started_at": Ago(1), "attempts": 1}, False),
-    "running past the deadline": (
-        {"status": EventStatus.RUNNING, "started_at": Ago(86400), "attempts": 1},
-        True,
-    ),
-    "running past the deadline, last attempt": (
-        {
-            "status": EventStatus.RUNNING,
-            "started_at": Ago(86400),
-            "attempts": settings.WEBHOOKS["MAX_ATTEMPTS"],
-        },
-        False,
-    ),
-    "succeeded": ({"status": EventStatus.SUCCEEDED}, False),
-    "dead": ({"status": EventStatus.DEAD}, False),
-    "ignored": ({"status": EventStatus.IGNORED}, False),
-}
-
-
-@pytest.mark.parametrize("case", CLAIMS)
-def test_claim(statements, case):
-    fields, claimable = CLAIMS[case]
-    event = make_event("evt", **resolved(fields))
-    now = timezone.now()
-    claimed = tasks.claim(event.pk, now)
-    stored = WebhookEvent.objects.get(pk=event.pk)
-    if not claimable:
-        assert claimed is None
-        assert stored.status == fields["status"] and stored.attempts == event.attempts
-        return
-    assert claimed is not None
-    assert (claimed.pk, claimed.status, claimed.attempts) == (
-        event.pk,
-        "running",
-        event.attempts + 1,
-    )
-    assert claimed.started_at == now and claimed.finished_at is None
-    assert claimed.payload == {"n": 1, "nested": {"ok": True}}  # JSON converted back
-    assert claimed.history == [{"attempt": 0}]
-    assert claimed.received_at == event.received_at and timezone.is_aware(claimed.received_at)
-    assert (stored.status, stored.attempts, stored.started_at) == ("running", claimed.attempts, now)
-    assert tasks.claim(event.pk, now) is None  # a second task for the same attempt gets nothing
 
 
 def test_insert_unless_duplicate(statements):
@@ -207,23 +155,3 @@ def test_a_failure_on_a_live_connection_is_not_retried():
     with transaction.atomic(), pytest.raises(OperationalError):
         sql.retrying_lost_connection(failing)  # inside a transaction: never
     assert calls == [1, 1]
-
-
-def test_finish_writes_nothing_once_recovery_took_the_attempt_back():
-    event = tasks.claim(make_event("evt").pk, timezone.now())
-    assert event is not None
-    # Recovery decided the worker was lost and started the event over (attempt 2 under way).
-    WebhookEvent.objects.filter(pk=event.pk).update(attempts=2)
-    tasks.record_success(event, {"late": True})
-    stored = WebhookEvent.objects.get(pk=event.pk)
-    assert (stored.status, stored.result, stored.history) == ("running", None, [{"attempt": 0}])
-
-
-def test_finish_stores_json_and_null_as_the_orm_would():
-    event = tasks.claim(make_event("evt").pk, timezone.now())
-    assert event is not None
-    tasks.record_success(event, None)
-    stored = WebhookEvent.objects.get(pk=event.pk)
-    assert stored.status == "succeeded" and stored.result is None
-    assert WebhookEvent.objects.filter(pk=event.pk, result__isnull=True).exists()
-    assert [entry.get("outcome") for entry in stored.history] == [None, "succeeded"]

@@ -525,7 +525,11 @@ def test_health_tells_staff_which_sources_refuse_every_delivery(client, admin_cl
         200,
         {"database": "ok", "queue": {"status": "ok"}},
     )
-    assert admin_client.get(HEALTH_URL).json()["sources"] == {"generic": "ok", "github": "ok"}
+    assert admin_client.get(HEALTH_URL).json()["sources"] == {
+        "generic": "ok",
+        "github": "ok",
+        "ordered": "ok",
+    }
 
 
 def meta_name(header: str) -> str:

@@ -29,7 +29,11 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF": 30,
     "RETENTION_DAYS": 30,
     "RECOVERY_GRACE": 60,
+    # How long a running attempt's lease lasts; its worker renews it every third of this.
+    "LEASE_SECONDS": 30,
     "WORKFLOWS": {},
+    # {"workflow": {"CONCURRENCY": 2, "RATE": "10/s"}}: win over @workflow(concurrency=, rate=)
+    "WORKFLOW_LIMITS": {},
     "SCHEMES": {},
     # The staff API's DRF authentication: the session (CSRF enforced) unless the host says
     # otherwise. Not DRF's default, whose BasicAuthentication replays without a CSRF token.
@@ -75,6 +79,8 @@ class SourceConfig:
     max_body_bytes: int
     verify_token: str = field(default="", repr=False)
     public_url: str = ""
+    #: ``ORDER_KEY``: a dotted path into the payload or ``"module:function"``; "" = unordered.
+    order_key: str = ""
     secret_origin: str = ""  # which setting supplied the secrets, for error messages
 
     def route(self, event_type: str) -> str | None:
@@ -132,6 +138,7 @@ class WebhookSettings:
             max_body_bytes=int(options.get("MAX_BODY_BYTES", self.MAX_BODY_BYTES)),
             verify_token=options.get("VERIFY_TOKEN") or "",
             public_url=options.get("PUBLIC_URL") or "",
+            order_key=options.get("ORDER_KEY") or "",
             secret_origin=origin,
         )
 
@@ -146,6 +153,30 @@ class WebhookSettings:
         self._sources = None
         for hook in self._reload_hooks:
             hook()
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most ``count`` attempt starts per ``per_seconds`` (``"10/s"``, ``"600/m"``)."""
+
+    count: int
+    per_seconds: float
+
+    @property
+    def interval(self) -> float:
+        """The spacing between two starts that keeps every window within the rate."""
+        return self.per_seconds / self.count
+
+
+_RATE = re.compile(r"\s*([1-9][0-9]*)\s*/\s*([sm])\s*")
+
+
+def parse_rate(text: object) -> Rate:
+    """``"N/s"`` or ``"N/m"`` (N ≥ 1) as a :class:`Rate`; ValueError for anything else."""
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a rate like '10/s' or '100/m'")
+    return Rate(int(match[1]), 1.0 if match[2] == "s" else 60.0)
 
 
 def _resolve_secrets(source: str, scheme: str, configured: Any) -> tuple[tuple[str, ...], str]:

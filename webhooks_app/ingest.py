@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
-from webhooks_app import queue, registry, signals, sql, tasks
+from webhooks_app import lifecycle, ordering, queue, registry, signals, sql
 from webhooks_app.conf import SourceConfig, env_secret_name, webhook_settings
 from webhooks_app.exceptions import (
     InvalidPayload,
@@ -206,6 +206,7 @@ def _store_or_duplicate(
         payload=delivery.payload,
         headers=stored_headers(headers, scheme),
         status=EventStatus.PENDING if workflow_name else EventStatus.IGNORED,
+        order_key=ordering.order_key(source, delivery) if workflow_name else None,
     )
     with transaction.atomic():
         inserted = insert_unless_duplicate(event)
@@ -251,7 +252,7 @@ def duplicate(existing: StoredRow) -> Outcome:
     """Answer a repeated delivery with the stored event's id; re-enqueue the event if it has
     been stranded in ``pending``."""
     if existing.stranded:
-        tasks.requeue(existing.pk, EventStatus.PENDING, timezone.now())
+        lifecycle.requeue(existing.pk, EventStatus.PENDING, timezone.now())
     return Outcome(
         200,
         {

@@ -51,6 +51,16 @@ class WebhookEvent(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    #: Events of one source with the same key run one at a time, in received order (the
+    #: source's ``ORDER_KEY``, or the generic envelope's ``order_key``). NULL: not ordered.
+    order_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    #: Until when the worker running the attempt is known to be alive: it renews this while
+    #: the workflow runs. A ``running`` event whose lease has lapsed has lost its worker.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: Why the last task for this ``pending`` event did not start it: ``key`` (an earlier event
+    #: of its key is unfinished), ``concurrency`` or ``rate`` (its workflow's limit). What ends
+    #: the wait (the key's event finishing, a slot freeing) looks for events marked so.
+    waiting_for = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         verbose_name = "webhook event"
@@ -71,6 +81,12 @@ class WebhookEvent(models.Model):
             # Status filters, cleanup (finished and old) and recovery (stranded and old).
             models.Index(fields=["status", "received_at"], name="webhooks_ev_status_idx"),
             models.Index(fields=["workflow_name", "received_at"], name="webhooks_ev_workflow_idx"),
+            # The events of one ordering key, in received order; unordered events are not in it.
+            models.Index(
+                fields=["source", "order_key", "id"],
+                name="webhooks_ev_order_key_idx",
+                condition=models.Q(order_key__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -82,6 +98,36 @@ class WebhookEvent(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class ControlKind(models.TextChoices):
+    SOURCE = "source", "Source"
+    WORKFLOW = "workflow", "Workflow"
+
+
+class ProcessingControl(models.Model):
+    """Run-time steering of one source or workflow, shared by every process and node.
+
+    ``paused`` stops new attempts of its events (the claim reads it). A limited workflow's row
+    is also what its claims lock to count running attempts one at a time, and ``rate_next_at``
+    is the start time the next attempt of a rate-limited workflow may take.
+    """
+
+    kind = models.CharField(max_length=16, choices=ControlKind.choices)
+    name = models.CharField(max_length=255)
+    paused = models.BooleanField(default=False)
+    changed_at = models.DateTimeField(default=timezone.now)
+    changed_by = models.CharField(max_length=150, blank=True)
+    rate_next_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "processing control"
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "name"], name="webhooks_app_unique_control")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
 
 
 class EventEffect(models.Model):

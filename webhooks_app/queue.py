@@ -1,4 +1,5 @@
-"""The only module that talks to django-q2: enqueue an event, schedule a retry, report depth.
+"""The only module that talks to django-q2: enqueue an event (now, at a time, or as a retry),
+report depth, hook the cluster's workers, trim its result rows.
 
 Keeping the queue behind these few functions means a move to another runner (a
 ``django.tasks`` backend, say) touches one file.
@@ -12,15 +13,20 @@ called after commit, and a failure there only logs, because the committed event 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
-from datetime import datetime
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
-from django_q.models import Schedule
+from django_q.models import Schedule, Task
+from django_q.signals import post_spawn
 from django_q.status import Stat
 from django_q.tasks import async_task
 
@@ -91,6 +97,67 @@ def schedule_retry(event_id: int, attempt: int, at: datetime) -> None:
         repeats=-1,
         next_run=at,
     )
+
+
+class _Timer:
+    """Enqueue events at given times from one daemon thread of this process.
+
+    django-q2's scheduler runs every 30 s, far too coarse for a rate of a few per second. A
+    timer lives as long as its process: an event whose wake dies with it is ``pending`` with
+    its start time as its queue time, and recovery enqueues it after ``RECOVERY_GRACE``.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[datetime, int]] = []
+        self._changed = threading.Condition()
+        self._pid: int | None = None
+
+    def add(self, when: datetime, event_id: int) -> None:
+        with self._changed:
+            heapq.heappush(self._due, (when, event_id))
+            if self._pid != os.getpid():  # not started in this process (or started before a fork)
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="webhooks-timer", daemon=True).start()
+            self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or self._due[0][0] > timezone.now():
+                    wait = (self._due[0][0] - timezone.now()).total_seconds() if self._due else None
+                    self._changed.wait(wait)
+                _, event_id = heapq.heappop(self._due)
+            _enqueue_logged(event_id)
+            connections.close_all()  # this thread's own connection (ORM broker), not kept open
+
+
+_timer = _Timer()
+
+
+def enqueue_at(when: datetime, event_id: int) -> None:
+    """Put one ``process_event`` task on the queue at ``when`` (see :class:`_Timer`)."""
+    if when <= timezone.now() + timedelta(milliseconds=5):
+        _enqueue_logged(event_id)
+    else:
+        _timer.add(when, event_id)
+
+
+def on_worker_start(callback: Callable[[], None]) -> None:
+    """Call ``callback`` in every qcluster worker process as it starts (django-q2's
+    ``post_spawn``): what a starting cluster must do before its first task."""
+
+    def receiver(**kwargs: Any) -> None:
+        callback()
+
+    post_spawn.connect(receiver, weak=False, dispatch_uid="webhooks_app.worker_start")
+
+
+def trim_results(before: datetime, batch_size: int) -> None:
+    """Delete django-q2's own result rows (failures; successes are not saved) older than
+    ``before``, in batches."""
+    old = Task.objects.filter(stopped__lt=before)
+    while ids := list(old.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        Task.objects.filter(pk__in=ids).delete()
 
 
 RECOVERY_SCHEDULE = "webhooks_app:recover"

@@ -8,12 +8,13 @@ Workflows come from two places: the :func:`workflow` decorator in any installed 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules, import_string
 
-from webhooks_app.conf import webhook_settings
+from webhooks_app.conf import Rate, parse_rate, webhook_settings
 
 if TYPE_CHECKING:
     from webhooks_app.models import WebhookEvent
@@ -23,17 +24,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _decorated: dict[str, WorkflowFunc] = {}
 _from_settings: dict[str, WorkflowFunc] = {}
+#: ``@workflow(name, concurrency=…, rate=…)``, as the settings spell them.
+_decorated_limits: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a workflow may use at once (``concurrency``) and start per period (``rate``)."""
+
+    concurrency: int | None = None
+    rate: Rate | None = None
 
 
 def _qualname(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}"
 
 
-def workflow(name: str) -> Callable[[F], F]:
+def workflow(
+    name: str, *, concurrency: int | None = None, rate: str | None = None
+) -> Callable[[F], F]:
     """Register the decorated callable as the workflow ``name``.
 
     It is called as ``func(inputs, event)`` in a qcluster worker and may run more than once for
     one event (retries, crash recovery): make its side effects idempotent on ``event.webhook_id``.
+    ``concurrency`` and ``rate`` limit it as ``WEBHOOKS["WORKFLOW_LIMITS"]`` does (which wins).
     """
     if not isinstance(name, str) or not name:
         raise ImproperlyConfigured("workflow() needs a non-empty name.")
@@ -47,6 +61,9 @@ def workflow(name: str) -> Callable[[F], F]:
                 f"and by {_qualname(func)}. Workflow names must be unique."
             )
         _decorated[name] = func
+        declared = {"CONCURRENCY": concurrency, "RATE": rate}
+        _decorated_limits[name] = {k: v for k, v in declared.items() if v is not None}
+        _limits.clear()
         return func
 
     return register
@@ -85,8 +102,47 @@ def workflow_names() -> list[str]:
     return sorted(set(_decorated) | set(webhook_settings.WORKFLOWS))
 
 
+def limit_options(name: str) -> dict[str, Any]:
+    """The workflow's limits as configured: the decorator's, overridden key by key by
+    ``WORKFLOW_LIMITS`` (unvalidated: the system checks report what is wrong)."""
+    configured = webhook_settings.WORKFLOW_LIMITS.get(name) or {}
+    return {**_decorated_limits.get(name, {}), **configured}
+
+
+_limits: dict[str, Limits] = {}
+
+
+def limits(name: str) -> Limits:
+    """The workflow's limits; a malformed value counts as no limit (check E008 names it)."""
+    if not _limits:
+        for workflow_name in set(_decorated_limits) | set(webhook_settings.WORKFLOW_LIMITS):
+            _limits[workflow_name] = _parse_limits(limit_options(workflow_name))
+    return _limits.get(name, NO_LIMITS)
+
+
+NO_LIMITS = Limits()
+
+
+def _parse_limits(options: dict[str, Any]) -> Limits:
+    concurrency = options.get("CONCURRENCY")
+    if not (isinstance(concurrency, int) and not isinstance(concurrency, bool) and concurrency > 0):
+        concurrency = None
+    try:
+        rate = parse_rate(options["RATE"]) if options.get("RATE") is not None else None
+    except ValueError:
+        rate = None
+    return Limits(concurrency=concurrency, rate=rate)
+
+
+def limited_workflows() -> frozenset[str]:
+    """The workflows with a concurrency or rate limit: their claims take the slow path."""
+    limits("")  # fills the cache
+    return frozenset(name for name, value in _limits.items() if value != NO_LIMITS)
+
+
 def clear_settings_cache() -> None:
     _from_settings.clear()
+    _limits.clear()
 
 
 webhook_settings.on_reload(clear_settings_cache)

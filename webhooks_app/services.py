@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
-from django_q.models import Task
 
-from webhooks_app import queue
-from webhooks_app.models import FINISHED_STATUSES, EventStatus, WebhookEvent
+from webhooks_app import lifecycle, queue, registry
+from webhooks_app.conf import webhook_settings
+from webhooks_app.models import (
+    FINISHED_STATUSES,
+    ControlKind,
+    EventStatus,
+    ProcessingControl,
+    WebhookEvent,
+)
 
 
 def replay_events(events: QuerySet[WebhookEvent]) -> int:
@@ -26,7 +33,7 @@ def replay_events(events: QuerySet[WebhookEvent]) -> int:
     with transaction.atomic():
         for pk in replayable.select_for_update().values_list("pk", flat=True):
             WebhookEvent.objects.filter(pk=pk).update(
-                status=EventStatus.PENDING, next_attempt_at=now, finished_at=None
+                status=EventStatus.PENDING, next_attempt_at=now, finished_at=None, waiting_for=""
             )
             queue.enqueue_in_transaction(pk)
             count += 1
@@ -77,7 +84,7 @@ def cleanup_events(
     if dry_run:
         return old.count()
     deleted = _delete_in_batches(old, batch_size, progress)
-    _trim_task_results(cutoff, batch_size)
+    queue.trim_results(cutoff, batch_size)
     return deleted
 
 
@@ -102,14 +109,90 @@ def _delete_in_batches(
     return deleted
 
 
-def _trim_task_results(cutoff: datetime, batch_size: int) -> None:
-    old = Task.objects.filter(stopped__lt=cutoff)
-    while ids := list(old.order_by("pk").values_list("pk", flat=True)[:batch_size]):
-        Task.objects.filter(pk__in=ids).delete()
-
-
 def purge_events(events: QuerySet[WebhookEvent], *, batch_size: int = DELETE_BATCH_SIZE) -> int:
     """Delete the selected events (admin *Purge*), in batches as cleanup does; returns how many
     went. A purge of "all N matching" on a large table must not read every row into one
     transaction."""
     return _delete_in_batches(events, batch_size)
+
+
+class UnknownTarget(LookupError):
+    """Pausing or resuming a source or workflow that is not configured."""
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """One source or workflow as the controls page, the API and the commands show it."""
+
+    name: str
+    paused: bool
+    #: Its events not finished and not running: the backlog a pause holds (or would hold).
+    waiting: int
+    changed_at: datetime | None
+    changed_by: str
+
+
+def known_names(kind: str) -> list[str]:
+    """The sources configured, or the workflows registered."""
+    if kind == ControlKind.SOURCE:
+        return sorted(webhook_settings.sources)
+    if kind == ControlKind.WORKFLOW:
+        return registry.workflow_names()
+    raise ValueError(f"Not a control kind: {kind!r}")
+
+
+def _known(kind: str, name: str) -> None:
+    names = known_names(kind)
+    if name not in names:
+        raise UnknownTarget(
+            f"No {kind} is named {name!r}. Known {kind}s: {', '.join(names) or 'none'}."
+        )
+
+
+def pause(kind: str, name: str, *, by: str = "") -> None:
+    """Stop new attempts of a source's or a workflow's events, on every node at once (the claim
+    reads the row). Deliveries are still verified, stored and answered; their events wait
+    ``pending`` without using an attempt; running attempts finish normally."""
+    _known(kind, name)
+    ProcessingControl.objects.update_or_create(
+        kind=kind,
+        name=name,
+        defaults={"paused": True, "changed_at": timezone.now(), "changed_by": by},
+    )
+
+
+def resume(kind: str, name: str, *, by: str = "") -> int:
+    """Lift a pause and put the backlog it held back on the queue, oldest first; returns how
+    many events were requeued. Resuming what is not paused requeues nothing."""
+    _known(kind, name)
+    with transaction.atomic():
+        lifted = ProcessingControl.objects.filter(kind=kind, name=name, paused=True).update(
+            paused=False, changed_at=timezone.now(), changed_by=by
+        )
+    return lifecycle.requeue_waiting(kind, name) if lifted else 0
+
+
+def controls(kind: str) -> list[ControlState]:
+    """Every source (or workflow) with its pause state and its waiting backlog, in two
+    queries."""
+    field = "source" if kind == ControlKind.SOURCE else "workflow_name"
+    names = known_names(kind)
+    rows = {c.name: c for c in ProcessingControl.objects.filter(kind=kind, name__in=names)}
+    waiting = dict(
+        WebhookEvent.objects.filter(
+            status__in=[EventStatus.PENDING, EventStatus.FAILED], **{f"{field}__in": names}
+        )
+        .values_list(field)
+        .annotate(n=Count("pk"))
+        .values_list(field, "n")
+    )
+    return [
+        ControlState(
+            name=name,
+            paused=bool(rows.get(name) and rows[name].paused),
+            waiting=waiting.get(name, 0),
+            changed_at=rows[name].changed_at if name in rows else None,
+            changed_by=rows[name].changed_by if name in rows else "",
+        )
+        for name in names
+    ]

@@ -1,6 +1,7 @@
-"""Hand-written statements for the hot paths (store a delivery, answer a duplicate, claim and
-finish an attempt) and for the admin's list filters on large tables, and the recovery of a
-connection the server dropped.
+"""Hand-written statements for ingestion (store a delivery, answer a duplicate) and the admin's
+list filters on large tables, the helpers every hand-written statement uses (quoting, rows back
+into events), and the recovery of a connection the server dropped. The processing lifecycle's
+statements live beside the functions that run them, in :mod:`webhooks_app.lifecycle`.
 
 Each runs once per request or per task, where building and compiling a queryset was most of
 the cost (bench/RESULTS.md). They are generated from the model's metadata once per process and
@@ -51,7 +52,7 @@ def retrying_lost_connection(operation: Callable[[], T]) -> T:
 
 
 def event_from_row(row: Sequence[Any], connection: BaseDatabaseWrapper) -> WebhookEvent:
-    """The event from a row of all its concrete columns (as :func:`claim` returns them), with
+    """The event from a row of all its concrete columns (as ``lifecycle.claim`` returns them), with
     the database's values converted as a queryset would (JSON, datetimes)."""
     values = [
         functools.reduce(lambda value, convert: convert(value, col, connection), converters, value)
@@ -85,12 +86,12 @@ def _converters(connection: BaseDatabaseWrapper) -> list[tuple[Col, list[Callabl
 _CONVERTERS_ATTRIBUTE = "_webhooks_app_event_converters"
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
     return str(connections[DEFAULT_DB_ALIAS].ops.quote_name(name))
 
 
-def _table() -> str:
-    return _quote(WebhookEvent._meta.db_table)
+def table() -> str:
+    return quote(WebhookEvent._meta.db_table)
 
 
 @functools.cache
@@ -100,11 +101,11 @@ def insert_unless_duplicate(vendor: str) -> str:
 
     Parameters: the values of :data:`INSERT_FIELDS`, in order.
     """
-    columns = ", ".join(_quote(str(f.column)) for f in INSERT_FIELDS)
+    columns = ", ".join(quote(str(f.column)) for f in INSERT_FIELDS)
     return (
-        f"INSERT INTO {_table()} ({columns}) "  # noqa: S608
+        f"INSERT INTO {table()} ({columns}) "  # noqa: S608
         f"VALUES ({', '.join(['%s'] * len(INSERT_FIELDS))}) "
-        f"ON CONFLICT DO NOTHING RETURNING {_quote('id')}"
+        f"ON CONFLICT DO NOTHING RETURNING {quote('id')}"
     )
 
 
@@ -120,55 +121,11 @@ def stored(vendor: str, key: str) -> str:
     Parameters: the stranded-before time, source, the key's value.
     """
     return (
-        f"SELECT {_quote('id')}, {_quote('status')}, "  # noqa: S608
-        f"{_quote('status')} = '{EventStatus.PENDING.value}' AND "
-        f"COALESCE({_quote('next_attempt_at')}, {_quote('received_at')}) < %s, "
-        f"{_quote('webhook_id')} FROM {_table()} "
-        f"WHERE {_quote('source')} = %s AND {_quote(key)} = %s"
-    )
-
-
-@functools.cache
-def claim(vendor: str) -> str:
-    """Start an attempt in one statement, returning the whole row for :func:`event_from_row`
-    (``tasks.claim`` has the conditions in ORM form for databases without ``RETURNING``).
-
-    Parameters: started_at (now), id, now, the stale-running cutoff, MAX_ATTEMPTS.
-    """
-    columns = ", ".join(_quote(str(f.column)) for f in WebhookEvent._meta.concrete_fields)
-    status, started = _quote("status"), _quote("started_at")
-    attempts, next_attempt = _quote("attempts"), _quote("next_attempt_at")
-    return (
-        f"UPDATE {_table()} SET {status} = '{EventStatus.RUNNING.value}', {started} = %s, "  # noqa: S608
-        f"{_quote('finished_at')} = NULL, {attempts} = {attempts} + 1 "
-        f"WHERE {_quote('id')} = %s AND ("
-        f"{status} = '{EventStatus.PENDING.value}' "
-        f"OR ({status} = '{EventStatus.FAILED.value}' AND {next_attempt} <= %s) "
-        f"OR ({status} = '{EventStatus.RUNNING.value}' AND {started} < %s AND {attempts} < %s)"
-        f") RETURNING {columns}"
-    )
-
-
-#: What an attempt's outcome writes (``tasks._finish``), in the order of :func:`finish`'s values.
-FINISH_FIELDS = [
-    f
-    for f in WebhookEvent._meta.concrete_fields
-    if f.name in {"status", "result", "error", "finished_at", "next_attempt_at", "history"}
-]
-
-
-@functools.cache
-def finish(vendor: str) -> str:
-    """Record an attempt's outcome, unless recovery already took the event back (it is no
-    longer ``running`` with this attempt number).
-
-    Parameters: the values of :data:`FINISH_FIELDS`, id, attempts.
-    """
-    assignments = ", ".join(f"{_quote(str(f.column))} = %s" for f in FINISH_FIELDS)
-    return (
-        f"UPDATE {_table()} SET {assignments} "  # noqa: S608
-        f"WHERE {_quote('id')} = %s AND {_quote('status')} = '{EventStatus.RUNNING.value}' "
-        f"AND {_quote('attempts')} = %s"
+        f"SELECT {quote('id')}, {quote('status')}, "  # noqa: S608
+        f"{quote('status')} = '{EventStatus.PENDING.value}' AND "
+        f"COALESCE({quote('next_attempt_at')}, {quote('received_at')}) < %s, "
+        f"{quote('webhook_id')} FROM {table()} "
+        f"WHERE {quote('source')} = %s AND {quote(key)} = %s"
     )
 
 
@@ -180,11 +137,11 @@ def distinct_values(vendor: str, column: str) -> str:
 
     Parameters: the most values to return.
     """
-    table, col = _table(), _quote(column)
+    events, col = table(), quote(column)
     return (
         f"WITH RECURSIVE seen(value, n) AS ("  # noqa: S608
-        f"SELECT MIN({col}), 1 FROM {table} "
-        f"UNION ALL SELECT (SELECT MIN({col}) FROM {table} WHERE {col} > seen.value), n + 1 "
+        f"SELECT MIN({col}), 1 FROM {events} "
+        f"UNION ALL SELECT (SELECT MIN({col}) FROM {events} WHERE {col} > seen.value), n + 1 "
         f"FROM seen WHERE seen.value IS NOT NULL AND n < %s"
         f") SELECT value FROM seen WHERE value IS NOT NULL"
     )

@@ -61,6 +61,9 @@ class Delivery:
     event_type: str
     payload: Any
     workflow_name: str | None = None
+    #: The sender's ordering key (the generic envelope's ``order_key``); else the source's
+    #: ``ORDER_KEY`` decides.
+    order_key: str | None = None
     #: Answer this body (200) instead of storing anything: protocol messages such as Slack's
     #: ``url_verification``, which are verified but are not events.
     reply: Mapping[str, Any] | None = None

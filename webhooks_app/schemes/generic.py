@@ -1,6 +1,7 @@
 """The generic scheme: ``X-Webhook-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>``.
 
-The body names the workflow to run: ``{"workflow_name": ..., "inputs": {...}, "webhook_id": ...}``.
+The body names the workflow to run: ``{"workflow_name": ..., "inputs": {...}, "webhook_id": ...}``,
+and may carry an ``order_key`` (events with the same key run one at a time, in order).
 """
 
 from __future__ import annotations
@@ -51,11 +52,15 @@ class GenericScheme(Scheme):
             webhook_id = validate_webhook_id(webhook_id)
         elif (header_id := request.header(ID_HEADER)) is not None:
             webhook_id = validate_webhook_id(header_id, where="X-Webhook-ID")
+        order_key = body.get("order_key")
+        if order_key is not None and (not isinstance(order_key, str) or not order_key):
+            raise InvalidPayload("order_key must be a non-empty string (or absent).")
         return Delivery(
             webhook_id=webhook_id,
             event_type=workflow_name,
             payload=inputs,
             workflow_name=workflow_name,
+            order_key=order_key,
         )
 
     def sign(

@@ -1,0 +1,311 @@
+"""The processing lifecycle on the real database of the run: the claim's rules (due, paused,
+key-held, limited, lapsed lease), outcomes, hand-on, take-back and recovery. Every rule the
+hand-written claim has is run on both paths: ``RETURNING`` and the fallback of a database
+without it (the same statement, then a read)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from tests.conftest import queued_tasks
+from webhooks_app import lifecycle, services, sql
+from webhooks_app.models import ControlKind, EventStatus, ProcessingControl, WebhookEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=["returning", "fallback"])
+def statements(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "fallback":
+        monkeypatch.setattr(sql, "supports_returning", lambda vendor: False)
+    return str(request.param)
+
+
+def ago(seconds: float):
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+class Ago(float):
+    """Seconds before the test runs (cases are built at collection, maybe seconds earlier)."""
+
+
+def resolved(fields: dict) -> dict:
+    return {name: ago(v) if isinstance(v, Ago) else v for name, v in fields.items()}
+
+
+def make_event(webhook_id: str, **fields) -> WebhookEvent:
+    fields = {"source": "generic", "workflow_name": "record", **fields}
+    return WebhookEvent.objects.create(
+        webhook_id=webhook_id, payload={"n": 1, "nested": {"ok": True}},
+        history=[{"attempt": 0}], **fields,
+    )  # fmt: skip
+
+
+def status_of(event: WebhookEvent) -> str:
+    return WebhookEvent.objects.get(pk=event.pk).status
+
+
+MAX = settings.WEBHOOKS["MAX_ATTEMPTS"]
+LIVE, LAPSED = Ago(-60), Ago(1)
+
+CLAIMS = {
+    "pending": ({"status": EventStatus.PENDING}, True),
+    "failed, retry due": ({"status": EventStatus.FAILED, "next_attempt_at": Ago(1)}, True),
+    "failed, retry later": ({"status": EventStatus.FAILED, "next_attempt_at": Ago(-3600)}, False),
+    "running, lease live": (
+        {
+            "status": EventStatus.RUNNING,
+            "started_at": Ago(86400),
+            "attempts": 1,
+            "lease_expires_at": LIVE,
+        },
+        False,
+    ),
+    "running, lease lapsed": (
+        {
+            "status": EventStatus.RUNNING,
+            "started_at": Ago(5),
+            "attempts": 1,
+            "lease_expires_at": LAPSED,
+        },
+        True,
+    ),
+    "running, lease lapsed, last attempt": (
+        {
+            "status": EventStatus.RUNNING,
+            "started_at": Ago(5),
+            "attempts": MAX,
+            "lease_expires_at": LAPSED,
+        },
+        False,
+    ),
+    "succeeded": ({"status": EventStatus.SUCCEEDED}, False),
+    "dead": ({"status": EventStatus.DEAD}, False),
+    "ignored": ({"status": EventStatus.IGNORED}, False),
+}
+
+
+@pytest.mark.parametrize("case", CLAIMS)
+def test_claim(statements, case):
+    fields, claimable = CLAIMS[case]
+    event = make_event("evt", **resolved(fields))
+    now = timezone.now()
+    claimed = lifecycle.claim(event.pk, now)
+    stored = WebhookEvent.objects.get(pk=event.pk)
+    if not claimable:
+        assert claimed is None
+        assert stored.attempts == event.attempts
+        if case.endswith("last attempt"):  # taken back, and out of attempts
+            assert stored.status == EventStatus.DEAD
+            assert stored.history[-1]["outcome"] == "lost" and stored.history[-1]["lease_lapsed"]
+        else:
+            assert stored.status == fields["status"]
+        return
+    assert claimed is not None
+    assert (claimed.pk, claimed.status, claimed.attempts) == (
+        event.pk,
+        "running",
+        event.attempts + 1,
+    )
+    assert claimed.finished_at is None
+    assert claimed.lease_expires_at is not None and claimed.lease_expires_at > now
+    assert claimed.payload == {"n": 1, "nested": {"ok": True}}  # JSON converted back
+    assert claimed.received_at == event.received_at and timezone.is_aware(claimed.received_at)
+    assert (stored.status, stored.attempts) == ("running", claimed.attempts)
+    if "lapsed" in case:  # the lost attempt is in the history
+        assert claimed.history[-1]["outcome"] == "lost"
+        assert claimed.history[-1]["lease_lapsed"] is True
+    else:
+        assert claimed.history == [{"attempt": 0}]
+    assert lifecycle.claim(event.pk, timezone.now()) is None  # a second task gets nothing
+
+
+def test_a_paused_source_or_workflow_is_refused_without_using_an_attempt(statements):
+    by_source = make_event("s")
+    by_workflow = make_event("w", source="github")
+    services.pause(ControlKind.SOURCE, "generic")
+    services.pause(ControlKind.WORKFLOW, "record")
+    for event in (by_source, by_workflow):
+        assert lifecycle.claim(event.pk, timezone.now()) is None
+        assert lifecycle.waiting_reason(event) is not None
+    assert lifecycle.waiting_reason(by_source) == "paused: source 'generic'"
+    assert services.resume(ControlKind.SOURCE, "generic") == 1
+    assert lifecycle.claim(by_source.pk, timezone.now()) is None  # the workflow is still paused
+    assert lifecycle.waiting_reason(by_source) == "paused: workflow 'record'"
+    assert services.resume(ControlKind.WORKFLOW, "record") == 2
+    assert lifecycle.claim(by_source.pk, timezone.now()) is not None
+    assert lifecycle.claim(by_workflow.pk, timezone.now()) is not None
+    assert WebhookEvent.objects.filter(attempts=1).count() == 2
+
+
+def test_resume_of_what_is_not_paused_requeues_nothing():
+    make_event("p")
+    assert services.resume(ControlKind.SOURCE, "generic") == 0
+    assert queued_tasks() == 0
+
+
+def test_unknown_source_or_workflow_cannot_be_paused():
+    with pytest.raises(services.UnknownTarget, match="Known sources: generic, github"):
+        services.pause(ControlKind.SOURCE, "nope")
+    with pytest.raises(services.UnknownTarget):
+        services.resume(ControlKind.WORKFLOW, "nope")
+    assert not ProcessingControl.objects.exists()
+
+
+def test_controls_list_every_source_with_its_backlog():
+    make_event("a", status=EventStatus.PENDING)
+    make_event("b", status=EventStatus.FAILED, next_attempt_at=ago(-60))
+    make_event("c", status=EventStatus.SUCCEEDED)
+    services.pause(ControlKind.SOURCE, "generic", by="ops")
+    states = {state.name: state for state in services.controls(ControlKind.SOURCE)}
+    assert set(states) == {"generic", "github", "ordered"}
+    assert (states["generic"].paused, states["generic"].waiting) == (True, 2)
+    assert states["generic"].changed_by == "ops"
+    assert (states["github"].paused, states["github"].waiting) == (False, 0)
+
+
+def keyed(webhook_id: str, key: str = "c1", **fields) -> WebhookEvent:
+    return make_event(webhook_id, source="ordered", order_key=key, **fields)
+
+
+@pytest.mark.django_db(transaction=True)  # wakes go to Redis after commit
+def test_events_of_one_key_run_one_at_a_time_in_received_order(statements):
+    first, second, third = keyed("1"), keyed("2"), keyed("3")
+    other = keyed("x", key="c2")
+    # Tasks arrive out of order: the later events are refused and marked for a wake.
+    assert lifecycle.claim(second.pk, timezone.now()) is None
+    assert lifecycle.claim(third.pk, timezone.now()) is None
+    assert WebhookEvent.objects.get(pk=second.pk).waiting_for == "key"
+    assert lifecycle.waiting_reason(second) == f"held by event {first.pk} (key 'c1')"
+    assert lifecycle.claim(other.pk, timezone.now()) is not None  # other keys are not held
+    running = lifecycle.claim(first.pk, timezone.now())
+    assert running is not None
+    assert lifecycle.claim(second.pk, timezone.now()) is None  # still held while it runs
+    before = queued_tasks()
+    lifecycle.record_success(running, None)
+    assert queued_tasks() == before + 1  # the next of the key was woken, once
+    assert WebhookEvent.objects.get(pk=second.pk).waiting_for == ""
+    assert lifecycle.claim(third.pk, timezone.now()) is None  # the second goes first
+    assert lifecycle.claim(second.pk, timezone.now()) is not None
+
+
+def test_a_failed_event_holds_its_key_until_it_is_dead(statements):
+    first, second = keyed("1"), keyed("2")
+    running = lifecycle.claim(first.pk, timezone.now())
+    assert running is not None
+    lifecycle.record_failure(running, ValueError("downstream down"))
+    assert status_of(first) == EventStatus.FAILED
+    assert lifecycle.claim(second.pk, timezone.now()) is None  # held by the retry
+    for _ in range(MAX - 1):
+        running = lifecycle.claim(first.pk, timezone.now())
+        assert running is not None
+        lifecycle.record_failure(running, ValueError("still down"))
+    assert status_of(first) == EventStatus.DEAD
+    assert lifecycle.claim(second.pk, timezone.now()) is not None
+
+
+def test_a_replayed_older_event_does_not_run_beside_a_later_one_of_its_key():
+    old, new = keyed("old", status=EventStatus.SUCCEEDED), keyed("new")
+    running = lifecycle.claim(new.pk, timezone.now())
+    assert running is not None
+    services.replay_events(WebhookEvent.objects.filter(pk=old.pk))
+    assert lifecycle.claim(old.pk, timezone.now()) is None
+    lifecycle.record_success(running, None)
+    assert lifecycle.claim(old.pk, timezone.now()) is not None
+
+
+def test_unordered_events_are_never_held_by_one_another():
+    events = [make_event(str(n)) for n in range(3)]
+    assert all(lifecycle.claim(e.pk, timezone.now()) is not None for e in reversed(events))
+
+
+def limited(webhook_id: str, workflow: str, **fields) -> WebhookEvent:
+    return make_event(webhook_id, workflow_name=workflow, **fields)
+
+
+@pytest.mark.django_db(transaction=True)  # wakes go to Redis after commit
+def test_concurrency_limit_refuses_and_hands_the_slot_on(statements):
+    events = [limited(str(n), "two_at_a_time") for n in range(4)]
+    claimed = [lifecycle.claim(e.pk, timezone.now()) for e in events]
+    assert [c is not None for c in claimed] == [True, True, False, False]
+    assert [WebhookEvent.objects.get(pk=e.pk).waiting_for for e in events[2:]] == [
+        "concurrency"
+    ] * 2
+    assert lifecycle.waiting_reason(events[2]) == (
+        "waiting for the concurrency limit of 'two_at_a_time' (2 running)"
+    )
+    assert WebhookEvent.objects.filter(attempts=0).count() == 2  # waiting uses no attempt
+    before = queued_tasks()
+    assert claimed[0] is not None
+    lifecycle.record_success(claimed[0], None)
+    assert queued_tasks() == before + 1  # one wake, the oldest waiting event
+    assert WebhookEvent.objects.get(pk=events[2].pk).waiting_for == ""
+    assert WebhookEvent.objects.get(pk=events[3].pk).waiting_for == "concurrency"
+    assert lifecycle.claim(events[2].pk, timezone.now()) is not None
+    assert lifecycle.claim(events[3].pk, timezone.now()) is None
+
+
+def test_rate_limit_spaces_starts_and_defers_without_an_attempt(statements):
+    events = [limited(str(n), "five_per_second") for n in range(3)]
+    now = timezone.now()
+    assert lifecycle.claim(events[0].pk, now) is not None
+    assert lifecycle.claim(events[1].pk, now) is None  # its start is 1/5 s later
+    deferred = WebhookEvent.objects.get(pk=events[1].pk)
+    assert deferred.waiting_for == "rate" and deferred.attempts == 0
+    assert deferred.next_attempt_at is not None
+    assert abs((deferred.next_attempt_at - now).total_seconds() - 0.2) < 0.01
+    assert lifecycle.waiting_reason(deferred) == "waiting for the rate limit of 'five_per_second'"
+    assert lifecycle.claim(events[2].pk, now) is None  # the next free start: 0.4 s
+    later = WebhookEvent.objects.get(pk=events[2].pk).next_attempt_at
+    assert later is not None and abs((later - now).total_seconds() - 0.4) < 0.01
+    # At its start time the deferred event starts on its reservation.
+    assert lifecycle.claim(events[1].pk, deferred.next_attempt_at) is not None
+
+
+def test_finish_writes_nothing_once_the_attempt_was_taken_back():
+    event = lifecycle.claim(make_event("evt").pk, timezone.now())
+    assert event is not None
+    # The lease lapsed and the event was started over (attempt 2 under way).
+    WebhookEvent.objects.filter(pk=event.pk).update(attempts=2)
+    lifecycle.record_success(event, {"late": True})
+    stored = WebhookEvent.objects.get(pk=event.pk)
+    assert (stored.status, stored.result, stored.history) == ("running", None, [{"attempt": 0}])
+
+
+def test_finish_stores_json_and_null_as_the_orm_would():
+    event = lifecycle.claim(make_event("evt").pk, timezone.now())
+    assert event is not None
+    lifecycle.record_success(event, None)
+    stored = WebhookEvent.objects.get(pk=event.pk)
+    assert stored.status == "succeeded" and stored.result is None
+    assert stored.lease_expires_at is None
+    assert WebhookEvent.objects.filter(pk=event.pk, result__isnull=True).exists()
+    assert [entry.get("outcome") for entry in stored.history] == [None, "succeeded"]
+
+
+def test_a_renewed_lease_is_not_taken_back():
+    event = lifecycle.claim(make_event("evt").pk, timezone.now())
+    assert event is not None
+    later = timezone.now() + timedelta(seconds=settings.WEBHOOKS["LEASE_SECONDS"] * 2)
+    assert lifecycle.renew_leases({event.pk: event.attempts}, later) == []
+    assert lifecycle.take_back_lapsed(later) == {"running": 0, "dead": 0}
+    assert lifecycle.renew_leases({event.pk: event.attempts + 1}, later) == [event.pk]
+    much_later = later + timedelta(seconds=settings.WEBHOOKS["LEASE_SECONDS"] + 1)
+    assert lifecycle.take_back_lapsed(much_later) == {"running": 1, "dead": 0}
+    assert status_of(event) == EventStatus.PENDING
+
+
+def test_recovery_leaves_held_and_paused_events_alone():
+    first = keyed("1", status=EventStatus.FAILED, next_attempt_at=ago(-3600))
+    keyed("2", received_at=ago(600))  # held by the first
+    make_event("paused", source="github", received_at=ago(600))
+    services.pause(ControlKind.SOURCE, "github")
+    stranded = make_event("stranded", received_at=ago(600))
+    assert lifecycle.recover(dry_run=True) == {"pending": 1, "failed": 0, "running": 0, "dead": 0}
+    assert lifecycle.recover() == {"pending": 1, "failed": 0, "running": 0, "dead": 0}
+    assert WebhookEvent.objects.get(pk=stranded.pk).next_attempt_at is not None
+    assert status_of(first) == EventStatus.FAILED

@@ -1,0 +1,844 @@
+"""The processing lifecycle of an event, in one place: claim an attempt, hold its lease, record
+its outcome, hand on what it held back, and take back what a lost worker left.
+
+All state lives on database rows (the event, and a :class:`~webhooks_app.models.ProcessingControl`
+per paused source or workflow and per limited workflow), so any number of processes and nodes
+share it, and a node joining or dying changes nothing. The claim is one conditional UPDATE
+with every rule in its ``WHERE``: of two tasks for one event only one gets it, and a paused,
+key-held or limited event is refused without using an attempt. Whatever refuses an event also
+says how it will be woken: ``waiting_for`` marks it for the end of the attempt it waits on (its
+key's, or a slot of its workflow's concurrency); a rate-limited one takes a start time and its
+worker's heartbeat wakes it then; resuming requeues a paused backlog. Recovery is the safety
+net for a wake that was lost with its process.
+
+Each statement sits beside the function that runs it. They interpolate only quoted
+identifiers and constants, bind every value, and are built once per process and vendor.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+import re
+import traceback
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils import timezone
+
+from webhooks_app import queue, registry, signals, sql
+from webhooks_app.conf import webhook_settings
+from webhooks_app.logutil import printable
+from webhooks_app.models import ControlKind, EventStatus, ProcessingControl, WebhookEvent
+
+logger = logging.getLogger("webhooks_app")
+
+TRACEBACK_FRAMES = 5
+#: Recovery handles at most this many events of each kind per pass (bounded work per run).
+RECOVERY_BATCH = 500
+#: Events per transaction when a resume puts a paused backlog back on the queue.
+REQUEUE_BATCH = 500
+#: A rate-limited start this close to its turn starts now rather than waiting for a wake.
+RATE_SLACK = timedelta(milliseconds=10)
+
+PENDING, RUNNING, FAILED = EventStatus.PENDING.value, EventStatus.RUNNING.value, "failed"
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=webhook_settings.LEASE_SECONDS)
+
+
+def _connection() -> Any:
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _adapt(value: datetime | None) -> Any:
+    return _connection().ops.adapt_datetimefield_value(value)
+
+
+def _col(alias: str, name: str) -> str:
+    return f"{alias}.{sql.quote(name)}"
+
+
+def _controls_table() -> str:
+    return sql.quote(ProcessingControl._meta.db_table)
+
+
+# The rules, written once, as conditions on the event row ``alias``. ``due`` and ``lapsed``
+# take one parameter: now.
+
+
+def _due(alias: str) -> str:
+    """Its turn has come: ``pending``, or ``failed`` with its retry time reached."""
+    status, next_at = _col(alias, "status"), _col(alias, "next_attempt_at")
+    return f"({status} = '{PENDING}' OR ({status} = '{FAILED}' AND {next_at} <= %s))"
+
+
+def _pausing(alias: str) -> str:
+    """The paused controls of its source and its workflow (a ``FROM … WHERE`` clause)."""
+    kind, name = sql.quote("kind"), sql.quote("name")
+    return (
+        f"FROM {_controls_table()} c WHERE c.{sql.quote('paused')} AND ("
+        f"(c.{kind} = '{ControlKind.SOURCE.value}' AND c.{name} = {_col(alias, 'source')}) OR "
+        f"(c.{kind} = '{ControlKind.WORKFLOW.value}' AND c.{name} = {_col(alias, 'workflow_name')})"
+        ")"
+    )
+
+
+def _not_paused(alias: str) -> str:
+    """Neither its source nor its workflow is paused."""
+    return f"NOT EXISTS (SELECT 1 {_pausing(alias)})"
+
+
+def _key_holders(alias: str) -> str:
+    """The other events of its key that hold it back (a ``FROM … WHERE`` clause over ``k``): a
+    running one, or one received before it and unfinished (a ``failed`` one waiting for its
+    retry holds the key; ``dead`` releases it)."""
+    status, pk = sql.quote("status"), sql.quote("id")
+    return (
+        f"FROM {sql.table()} k WHERE k.{sql.quote('source')} = {_col(alias, 'source')} "
+        f"AND k.{sql.quote('order_key')} = {_col(alias, 'order_key')} "
+        f"AND k.{pk} <> {_col(alias, 'id')} AND (k.{status} = '{RUNNING}' "
+        f"OR (k.{pk} < {_col(alias, 'id')} AND k.{status} IN ('{PENDING}', '{FAILED}')))"
+    )
+
+
+def _key_free(alias: str) -> str:
+    """Unordered, or nothing of its key holds it back."""
+    return f"({_col(alias, 'order_key')} IS NULL OR NOT EXISTS (SELECT 1 {_key_holders(alias)}))"
+
+
+def _lapsed(alias: str) -> str:
+    """``running`` and its lease has lapsed: the worker is gone. (No lease at all: an attempt
+    claimed before leases existed.)"""
+    lease = _col(alias, "lease_expires_at")
+    return f"({_col(alias, 'status')} = '{RUNNING}' AND ({lease} IS NULL OR {lease} < %s))"
+
+
+# Claim
+
+
+def claim(event_id: int, now: datetime) -> WebhookEvent | None:
+    """Start an attempt of event ``event_id`` if every rule allows it; returns the claimed
+    event (``running``, attempts counted, lease taken) or None.
+
+    The common case is one statement. Only a refused claim reads the row to learn why: to take
+    over a lapsed lease, to mark a key-held event for its key's next finish, or to take the
+    limited path of a workflow with a concurrency or rate limit.
+    """
+    limited = registry.limited_workflows()
+    event = _claim(event_id, now, exclude=limited)
+    if event is not None:
+        return event
+    return _claim_refused(event_id, now, limited, marked=False)
+
+
+@functools.cache
+def _claim_statement(vendor: str, excluded: int, returning: bool) -> str:
+    """Parameters: started_at (now), lease end, id, now, then ``excluded`` workflow names (the
+    limited ones, which only the locked path may claim)."""
+    events, status = sql.table(), sql.quote("status")
+    attempts = sql.quote("attempts")
+    columns = ", ".join(sql.quote(str(f.column)) for f in WebhookEvent._meta.concrete_fields)
+    not_limited = (
+        f" AND {sql.quote('workflow_name')} NOT IN ({', '.join(['%s'] * excluded)})"
+        if excluded
+        else ""
+    )
+    return (
+        f"UPDATE {events} SET {status} = '{RUNNING}', {sql.quote('started_at')} = %s, "  # noqa: S608
+        f"{sql.quote('finished_at')} = NULL, {sql.quote('lease_expires_at')} = %s, "
+        f"{sql.quote('waiting_for')} = '', {attempts} = {attempts} + 1 "
+        f"WHERE {sql.quote('id')} = %s AND {_due(events)} AND {_not_paused(events)} "
+        f"AND {_key_free(events)}{not_limited}" + (f" RETURNING {columns}" if returning else "")
+    )
+
+
+def _claim(event_id: int, now: datetime, exclude: Iterable[str] = ()) -> WebhookEvent | None:
+    """The claim statement; with ``RETURNING`` the row comes back from it, else it is read."""
+    connection = _connection()
+    excluded = sorted(exclude)
+    returning = sql.supports_returning(connection.vendor)
+    params = [_adapt(now), _adapt(now + lease_duration()), event_id, _adapt(now), *excluded]
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_statement(connection.vendor, len(excluded), returning), params)
+        if returning:
+            row = cursor.fetchone()
+            return None if row is None else sql.event_from_row(row, connection)
+        claimed = cursor.rowcount
+    return WebhookEvent.objects.get(pk=event_id) if claimed else None
+
+
+@functools.cache
+def _refusal_statement(vendor: str) -> str:
+    """Parameters: now, id."""
+    events = sql.table()
+    return (
+        f"SELECT {sql.quote('workflow_name')}, "  # noqa: S608
+        f"{_col(events, 'order_key')} IS NOT NULL AND NOT {_key_free(events)}, "
+        f"{sql.quote('waiting_for')}, {sql.quote('next_attempt_at')}, {_lapsed(events)} "
+        f"FROM {events} WHERE {sql.quote('id')} = %s"
+    )
+
+
+def _claim_refused(
+    event_id: int, now: datetime, limited: frozenset[str], *, marked: bool
+) -> WebhookEvent | None:
+    """Why the claim refused event ``event_id``, and what follows from it."""
+    with _connection().cursor() as cursor:
+        cursor.execute(_refusal_statement(_connection().vendor), [_adapt(now), event_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    workflow, key_held, waiting_for, next_attempt_at, lapsed = row
+    if lapsed:
+        # A redelivered task for an attempt whose worker is gone: take it back, then claim.
+        take_back(event_id, now, enqueue=False)
+        return claim(event_id, timezone.now())
+    if key_held:
+        if marked:
+            return None
+        # Marked first, then claimed once more: the key's event either finished before this
+        # second claim (which then succeeds) or finishes after the mark, and wakes it.
+        _mark_waiting(event_id, "key", now)
+        event = _claim(event_id, now, exclude=limited)
+        return event or _claim_refused(event_id, now, limited, marked=True)
+    if workflow in limited:
+        return _claim_limited(event_id, workflow, waiting_for, next_attempt_at, now)
+    return None
+
+
+@functools.cache
+def _mark_statement(vendor: str) -> str:
+    """Parameters: the reason, next_attempt_at (kept when NULL), id, now."""
+    events, next_at = sql.table(), sql.quote("next_attempt_at")
+    return (
+        f"UPDATE {events} SET {sql.quote('waiting_for')} = %s, "  # noqa: S608
+        f"{next_at} = COALESCE(%s, {next_at}) "
+        f"WHERE {sql.quote('id')} = %s AND {_due(events)} AND {_not_paused(events)}"
+    )
+
+
+def _mark_waiting(
+    event_id: int, reason: str, now: datetime, *, until: datetime | None = None
+) -> bool:
+    """Record why a due, unpaused event waits (and, for a rate, its start time)."""
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            _mark_statement(_connection().vendor), [reason, _adapt(until), event_id, _adapt(now)]
+        )
+        return bool(cursor.rowcount)
+
+
+def _claim_limited(
+    event_id: int,
+    workflow: str,
+    waiting_for: str,
+    next_attempt_at: datetime | None,
+    now: datetime,
+) -> WebhookEvent | None:
+    """Claim an event of a workflow with a concurrency or rate limit.
+
+    The workflow's control row is locked for the whole decision, so claims across all workers
+    and nodes count running attempts and take start times one at a time. A refusal marks the
+    event; a finishing attempt hands its slot to the oldest marked one (:func:`hand_on`); a
+    rate-limited event takes the next free start time and is woken then.
+    """
+    limits = registry.limits(workflow)
+    rate = limits.rate
+    with transaction.atomic():
+        rate_next_at = _lock_workflow(workflow)
+        if limits.concurrency is not None and _running(workflow) >= limits.concurrency:
+            _mark_waiting(event_id, "concurrency", now)
+            return None
+        start = now
+        if rate is not None:
+            interval = timedelta(seconds=rate.interval)
+            reserved = (
+                waiting_for == "rate"
+                and next_attempt_at is not None
+                and now - interval <= _aware(next_attempt_at) <= now + RATE_SLACK
+            )
+            if not reserved:
+                start = max(now, rate_next_at or now)
+                if start > now + RATE_SLACK:
+                    if _mark_waiting(event_id, "rate", now, until=start):
+                        _set_rate_next(workflow, start + interval)
+                        transaction.on_commit(lambda: queue.enqueue_at(start, event_id))
+                    return None
+        event = _claim(event_id, now)
+        if event is not None and rate is not None and not reserved:
+            _set_rate_next(workflow, start + timedelta(seconds=rate.interval))
+    return event
+
+
+def _aware(value: datetime) -> datetime:
+    """A datetime read by a raw statement: naive UTC on SQLite."""
+    return timezone.make_aware(value, UTC) if timezone.is_naive(value) else value
+
+
+@functools.cache
+def _lock_statement(vendor: str, for_update: bool) -> str:
+    """Parameters: the workflow name."""
+    return (
+        f"SELECT {sql.quote('rate_next_at')} FROM {_controls_table()} "  # noqa: S608
+        f"WHERE {sql.quote('kind')} = '{ControlKind.WORKFLOW.value}' AND {sql.quote('name')} = %s"
+        + (" FOR UPDATE" if for_update else "")
+    )
+
+
+def _lock_workflow(workflow: str) -> datetime | None:
+    """Lock the workflow's control row (created on first use) until the transaction ends;
+    returns its next free start time. SQLite needs no row lock: its write transactions are
+    already one at a time (``IMMEDIATE``)."""
+    connection = _connection()
+    statement = _lock_statement(connection.vendor, connection.features.has_select_for_update)
+    for _ in range(2):
+        with connection.cursor() as cursor:
+            cursor.execute(statement, [workflow])
+            row = cursor.fetchone()
+        if row is not None:
+            return None if row[0] is None else _aware(row[0])
+        ProcessingControl.objects.get_or_create(kind=ControlKind.WORKFLOW, name=workflow)
+    raise RuntimeError(f"The control row of workflow {workflow!r} could not be created.")
+
+
+def _running(workflow: str) -> int:
+    return WebhookEvent.objects.filter(workflow_name=workflow, status=RUNNING).count()
+
+
+def _set_rate_next(workflow: str, when: datetime) -> None:
+    ProcessingControl.objects.filter(kind=ControlKind.WORKFLOW, name=workflow).update(
+        rate_next_at=when
+    )
+
+
+# Outcomes
+
+
+def attempt_entry(
+    event: WebhookEvent, finished: datetime, outcome: str, **extra: Any
+) -> dict[str, Any]:
+    """The attempt's line in the event's history."""
+    started = event.started_at or finished
+    return {
+        "attempt": event.attempts,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_ms": round((finished - started).total_seconds() * 1000, 1),
+        "outcome": outcome,
+        **extra,
+    }
+
+
+#: What an attempt's outcome writes, in the order of :func:`_finish_statement`'s values.
+FINISH_FIELDS = [
+    f
+    for f in WebhookEvent._meta.concrete_fields
+    if f.name
+    in {
+        "status",
+        "result",
+        "error",
+        "finished_at",
+        "next_attempt_at",
+        "history",
+        "lease_expires_at",
+    }
+]
+
+
+@functools.cache
+def _finish_statement(vendor: str) -> str:
+    """Record an attempt's outcome, unless its lease was taken back (the event is no longer
+    ``running`` with this attempt number).
+
+    Parameters: the values of :data:`FINISH_FIELDS`, id, attempts.
+    """
+    assignments = ", ".join(f"{sql.quote(str(f.column))} = %s" for f in FINISH_FIELDS)
+    return (
+        f"UPDATE {sql.table()} SET {assignments} "  # noqa: S608
+        f"WHERE {sql.quote('id')} = %s AND {sql.quote('status')} = '{RUNNING}' "
+        f"AND {sql.quote('attempts')} = %s"
+    )
+
+
+def _finish(event: WebhookEvent, **fields: Any) -> bool:
+    """Write the attempt's outcome (one precompiled UPDATE); False if it was taken back."""
+    for name, value in {**fields, "lease_expires_at": None}.items():
+        setattr(event, name, value)
+    connection = _connection()
+    values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in FINISH_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_finish_statement(connection.vendor), [*values, event.pk, event.attempts])
+        return bool(cursor.rowcount)
+
+
+def record_success(event: WebhookEvent, result: Any) -> str:
+    """Store what the workflow returned; returns ``"succeeded"``, or ``"dead"`` when the result
+    cannot be stored (:func:`why_unstorable`).
+
+    An unstorable result ends the event ``dead`` at once, not ``failed`` with a retry: the
+    workflow has finished and done its work, and running it again would repeat its effects
+    only to return the same value. (Left to the final UPDATE, PostgreSQL's refusal would leave
+    the event ``running`` and it would be taken back and run again and again.)
+    """
+    problem = why_unstorable(result)
+    if problem is not None:
+        message = (
+            f"The workflow finished, but its result cannot be stored: {problem}. It is not run "
+            "again, so that its effects are not repeated; fix what it returns, then replay the "
+            "event."
+        )
+        _record_failed_attempt(event, error=message, summary=message, will_retry=False)
+        return "dead"
+    finished = timezone.now()
+    if _finish(
+        event,
+        status=EventStatus.SUCCEEDED,
+        result=result,
+        error="",
+        finished_at=finished,
+        next_attempt_at=None,
+        history=[*event.history, attempt_entry(event, finished, "succeeded")],
+    ):
+        hand_on(event)
+        signals.event_succeeded.send(sender=WebhookEvent, event=event, result=result)
+    return "succeeded"
+
+
+#: A NUL character as ``json.dumps`` writes it: ``\u0000`` after an even number of backslashes
+#: (an odd number means the text held a backslash followed by the letters ``u0000``).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def why_unstorable(result: Any) -> str | None:
+    """Why ``result`` cannot be stored as the event's JSON, or None if it can.
+
+    One rule for every supported database, so a workflow that works on the embedded SQLite
+    does not start failing on PostgreSQL: JSON without NaN or Infinity (``jsonb`` refuses them),
+    and no string holding a NUL character or a lone surrogate (neither ``jsonb`` nor UTF-8 can).
+    """
+    try:
+        # ensure_ascii=False keeps every character but the control ones as itself, so a lone
+        # surrogate fails the encoding below and a NUL shows as its escape.
+        text = json.dumps(result, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"it is not JSON ({printable(f'{type(exc).__name__}: {exc}')})"
+    if _ESCAPED_NUL.search(text):
+        return "a string in it holds a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string in it holds a lone surrogate, which is not valid Unicode"
+    return None
+
+
+def _storable_text(text: str) -> str:
+    """``text`` with what no database text column holds (NUL, lone surrogates) escaped.
+
+    An exception's message is the workflow's (or its inputs') text: stored unescaped, a NUL
+    in it would make PostgreSQL refuse the failure itself and strand the event ``running``.
+    """
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def retry_delay(attempt: int) -> float:
+    """``RETRY_BACKOFF`` doubled per attempt, with ±20 % jitter so retries do not stampede."""
+    base = float(webhook_settings.RETRY_BACKOFF) * 2 ** (attempt - 1)
+    return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+
+
+def record_failure(event: WebhookEvent, exc: BaseException) -> None:
+    """A raising workflow: ``failed`` and retried after the backoff, or ``dead`` when that was
+    the last attempt."""
+    _record_failed_attempt(
+        event,
+        error=_storable_text("".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))),
+        summary=f"{type(exc).__name__}: {exc}",
+        will_retry=event.attempts < webhook_settings.MAX_ATTEMPTS,
+    )
+
+
+def _record_failed_attempt(
+    event: WebhookEvent, *, error: str, summary: str, will_retry: bool
+) -> None:
+    """End the attempt ``failed``: a retry scheduled (or queued at once), or the event ``dead``.
+
+    ``error`` (stored as the event's error) must be storable text; ``summary`` goes into the
+    attempt's history entry and the log line, escaped here.
+    """
+    finished = timezone.now()
+    summary = printable(summary, limit=500)
+    delay = retry_delay(event.attempts) if will_retry else 0.0
+    if delay < 1:  # below the scheduler's resolution: straight back on the queue
+        delay = 0.0
+    next_attempt = finished + timedelta(seconds=delay) if will_retry else None
+    with transaction.atomic():
+        finished_ok = _finish(
+            event,
+            status=EventStatus.FAILED if will_retry else EventStatus.DEAD,
+            error=error,
+            finished_at=finished,
+            next_attempt_at=next_attempt,
+            history=[*event.history, attempt_entry(event, finished, "failed", error=summary)],
+        )
+        if finished_ok and next_attempt is not None:
+            if delay == 0:
+                queue.enqueue_in_transaction(event.pk)
+            else:
+                queue.schedule_retry(event.pk, event.attempts + 1, next_attempt)
+    if not finished_ok:
+        return
+    hand_on(event)
+    logger.warning(
+        "Webhook event %s (%s:%s) attempt %s failed: %s%s",
+        event.pk,
+        printable(event.source),
+        printable(event.webhook_id),
+        event.attempts,
+        summary,
+        f"; retry in {delay:.0f}s" if will_retry else "; now dead",
+    )
+    signals.event_failed.send(sender=WebhookEvent, event=event, error=error, will_retry=will_retry)
+
+
+# Handing on: what the end of an attempt lets start
+
+
+def hand_on(event: WebhookEvent) -> None:
+    """Wake what waited for this attempt to end: the next event of its key (once the event is
+    finished: a ``failed`` one keeps holding its key) and, for a concurrency-limited workflow,
+    the oldest event waiting for a slot. One wake each: no herd of re-enqueues."""
+    if event.order_key is not None and event.status != EventStatus.FAILED:
+        _wake_next_of_key(event.source, event.order_key)
+    if registry.limits(event.workflow_name).concurrency is not None:
+        _wake_next_for_slot(event.workflow_name)
+
+
+@functools.cache
+def _next_of_key_statement(vendor: str) -> str:
+    """The key's oldest unfinished event, if a refused claim marked it. Parameters: source,
+    key, now."""
+    events = sql.table()
+    return (
+        f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('id')} = ("  # noqa: S608
+        f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('source')} = %s "
+        f"AND {sql.quote('order_key')} = %s "
+        f"AND {sql.quote('status')} IN ('{PENDING}', '{FAILED}', '{RUNNING}') "
+        f"ORDER BY {sql.quote('id')} LIMIT 1) "
+        f"AND {sql.quote('waiting_for')} <> '' AND {_due(events)}"
+    )
+
+
+def _wake_next_of_key(source: str, key: str) -> None:
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            _next_of_key_statement(_connection().vendor), [source, key, _adapt(timezone.now())]
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        _wake(row[0])
+
+
+@functools.cache
+def _next_for_slot_statement(vendor: str) -> str:
+    """The oldest event of a workflow marked for a concurrency slot that nothing else holds
+    back. Parameters: workflow, now."""
+    events = sql.table()
+    return (
+        f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('workflow_name')} = %s "  # noqa: S608
+        f"AND {sql.quote('waiting_for')} = 'concurrency' AND {_due(events)} "
+        f"AND {_not_paused(events)} AND {_key_free(events)} ORDER BY {sql.quote('id')} LIMIT 1"
+    )
+
+
+def _wake_next_for_slot(workflow: str) -> None:
+    """Under the workflow's lock, so that a claim refused for want of a slot has either
+    committed its mark (and is found here) or counts running attempts after this one ended."""
+    with transaction.atomic():
+        _lock_workflow(workflow)
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
+            )
+            row = cursor.fetchone()
+        if row is not None:
+            _wake(row[0])
+
+
+def _wake(event_id: int) -> None:
+    """Clear a waiting event's mark and put it on the queue (once: the mark is the token)."""
+    with transaction.atomic():
+        woken = (
+            WebhookEvent.objects.filter(pk=event_id)
+            .exclude(waiting_for="")
+            .update(waiting_for="", next_attempt_at=timezone.now())
+        )
+        if woken:
+            queue.enqueue_in_transaction(event_id)
+
+
+# Leases
+
+
+@functools.cache
+def _renew_statement(vendor: str) -> str:
+    """Parameters: the new lease end, id, attempts."""
+    return (
+        f"UPDATE {sql.table()} SET {sql.quote('lease_expires_at')} = %s "  # noqa: S608
+        f"WHERE {sql.quote('id')} = %s AND {sql.quote('status')} = '{RUNNING}' "
+        f"AND {sql.quote('attempts')} = %s"
+    )
+
+
+def renew_leases(held: dict[int, int], now: datetime) -> list[int]:
+    """Extend the lease of each attempt in ``held`` (event id → attempt number); returns the
+    events whose lease was no longer theirs to renew (finished meanwhile, or taken back)."""
+    until = _adapt(now + lease_duration())
+    lost = []
+    with _connection().cursor() as cursor:
+        for event_id, attempts in held.items():
+            cursor.execute(_renew_statement(_connection().vendor), [until, event_id, attempts])
+            if not cursor.rowcount:
+                lost.append(event_id)
+    return lost
+
+
+@functools.cache
+def _take_back_statement(vendor: str) -> str:
+    """Parameters: status, finished_at, next_attempt_at, error, history, id, attempts, now."""
+    events = sql.table()
+    assignments = ", ".join(
+        f"{sql.quote(name)} = %s"
+        for name in ("status", "finished_at", "next_attempt_at", "error", "history")
+    )
+    return (
+        f"UPDATE {events} SET {assignments}, {sql.quote('lease_expires_at')} = NULL "  # noqa: S608
+        f"WHERE {sql.quote('id')} = %s AND {sql.quote('attempts')} = %s AND {_lapsed(events)}"
+    )
+
+
+def take_back(event_id: int, now: datetime, *, enqueue: bool = True) -> str | None:
+    """A ``running`` event whose lease lapsed: its worker is gone (killed, crashed, its node
+    lost). Back to ``pending`` (and on the queue, unless the caller claims it at once), or
+    ``dead`` if that was its last attempt; the lost attempt goes into its history. Returns
+    ``"running"`` or ``"dead"``, or None if the lease was live or the attempt ended meanwhile.
+    """
+    event = WebhookEvent.objects.filter(pk=event_id, status=EventStatus.RUNNING).first()
+    if event is None:
+        return None
+    out_of_attempts = event.attempts >= webhook_settings.MAX_ATTEMPTS
+    entry = attempt_entry(
+        event,
+        now,
+        "lost",
+        error="Its worker stopped renewing the lease (killed, crashed or cut off).",
+        lease_lapsed=True,
+    )
+    connection = _connection()
+    history = WebhookEvent._meta.get_field("history").get_db_prep_save(
+        [*event.history, entry], connection
+    )
+    error = (
+        "The worker running the last attempt stopped (killed or crashed)."
+        if out_of_attempts
+        else event.error
+    )
+    status = EventStatus.DEAD if out_of_attempts else EventStatus.PENDING
+    params = [
+        status.value,
+        _adapt(now if out_of_attempts else None),
+        _adapt(None if out_of_attempts else now),
+        error,
+        history,
+        event_id,
+        event.attempts,
+        _adapt(now),
+    ]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_take_back_statement(connection.vendor), params)
+            taken = bool(cursor.rowcount)
+        if taken and enqueue and not out_of_attempts:
+            queue.enqueue_in_transaction(event_id)
+    if not taken:
+        return None
+    logger.warning(
+        "Webhook event %s attempt %s lost its worker (lease lapsed): %s.",
+        event_id,
+        event.attempts,
+        "now dead" if out_of_attempts else "running it again",
+    )
+    event.status = status
+    hand_on(event)  # its concurrency slot is free; a dead event releases its key
+    return "dead" if out_of_attempts else "running"
+
+
+@functools.cache
+def _lapsed_statement(vendor: str) -> str:
+    """Parameters: now, the most ids to return."""
+    events = sql.table()
+    return (
+        f"SELECT {sql.quote('id')} FROM {events} WHERE {_lapsed(events)} "  # noqa: S608
+        f"ORDER BY {sql.quote('id')} LIMIT %s"
+    )
+
+
+def lapsed_events(now: datetime, limit: int = RECOVERY_BATCH) -> list[int]:
+    with _connection().cursor() as cursor:
+        cursor.execute(_lapsed_statement(_connection().vendor), [_adapt(now), limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def take_back_lapsed(now: datetime) -> dict[str, int]:
+    """Take back every lapsed lease (a worker's heartbeat, a starting cluster, recovery)."""
+    counts = {"running": 0, "dead": 0}
+    for event_id in lapsed_events(now):
+        if outcome := take_back(event_id, now):
+            counts[outcome] += 1
+    return counts
+
+
+# Recovery and requeueing
+
+
+@functools.cache
+def _stranded_statement(vendor: str, status: str) -> str:
+    """Claimable events of ``status`` whose task is overdue: ``pending`` and last queued (or
+    received) before the cutoff, or ``failed`` with its retry time before it. Parameters: the
+    cutoff, the most ids to return."""
+    events = sql.table()
+    queued = (
+        f"COALESCE({sql.quote('next_attempt_at')}, {sql.quote('received_at')})"
+        if status == PENDING
+        else sql.quote("next_attempt_at")
+    )
+    return (
+        f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('status')} = '{status}' "  # noqa: S608
+        f"AND {queued} < %s AND {_not_paused(events)} AND {_key_free(events)} "
+        f"ORDER BY {sql.quote('id')} LIMIT %s"
+    )
+
+
+def stranded_events(status: str, cutoff: datetime) -> list[int]:
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            _stranded_statement(_connection().vendor, status), [_adapt(cutoff), RECOVERY_BATCH]
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def recover(dry_run: bool = False) -> dict[str, int]:
+    """Put events that fell between the queue's cracks back on it; returns counts per kind.
+
+    - ``pending`` longer than ``RECOVERY_GRACE`` since it was (last) queued, with nothing
+      holding it back: the enqueue was lost (broker down after commit, a Redis task popped by
+      a worker that died), or the wake of a waiting event died with its process;
+    - ``failed`` whose retry is overdue by the grace: its schedule was lost;
+    - ``running`` whose lease lapsed: its worker is gone. Run again, or ``dead`` if that was
+      the last attempt (workers take these back within seconds; this is the safety net).
+    """
+    now = timezone.now()
+    overdue = now - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
+    pending, failed = stranded_events(PENDING, overdue), stranded_events(FAILED, overdue)
+    if dry_run:
+        return {
+            "pending": len(pending),
+            "failed": len(failed),
+            "running": len(lapsed_events(now)),
+            "dead": 0,
+        }
+    counts = {
+        "pending": sum(requeue(event_id, PENDING, now) for event_id in pending),
+        "failed": sum(requeue(event_id, FAILED, now) for event_id in failed),
+        **take_back_lapsed(now),
+    }
+    if any(counts.values()):
+        logger.warning("Recovered stranded webhook events: %s", counts)
+    return counts
+
+
+def requeue(event_id: int, status: str, now: datetime) -> bool:
+    """Enqueue a ``pending`` or overdue ``failed`` event again, at most once per grace period.
+
+    ``next_attempt_at`` is moved to ``now`` in the same conditional UPDATE, so concurrent
+    recoveries (or a burst of duplicate deliveries) enqueue it once.
+    """
+    with transaction.atomic():
+        updated = WebhookEvent.objects.filter(pk=event_id, status=status).update(
+            next_attempt_at=now, waiting_for=""
+        )
+        if updated:
+            queue.enqueue_in_transaction(event_id)
+    return bool(updated)
+
+
+def requeue_waiting(kind: str, name: str) -> int:
+    """Put every due event of a source or workflow back on the queue, oldest first (a resume);
+    returns how many. In batches: a long pause may have left a large backlog."""
+    field = "source" if kind == ControlKind.SOURCE else "workflow_name"
+    now = timezone.now()
+    due = WebhookEvent.objects.filter(**{field: name}).filter(
+        status__in=[EventStatus.PENDING, EventStatus.FAILED]
+    )
+    ids = [
+        pk
+        for pk, status, next_at in due.order_by("pk").values_list("pk", "status", "next_attempt_at")
+        if status == PENDING or (next_at is not None and next_at <= now)
+    ]
+    for start in range(0, len(ids), REQUEUE_BATCH):
+        batch = ids[start : start + REQUEUE_BATCH]
+        with transaction.atomic():
+            WebhookEvent.objects.filter(pk__in=batch).update(next_attempt_at=now, waiting_for="")
+            for event_id in batch:
+                queue.enqueue_in_transaction(event_id)
+    return len(ids)
+
+
+# What the operator sees
+
+
+@functools.cache
+def _reason_statement(vendor: str) -> str:
+    """What holds event ``e`` back: the first paused control of its source or workflow, the
+    oldest event holding its key, and what the last refused claim marked. Parameters: id."""
+    pk = sql.quote("id")
+    return (
+        f"SELECT (SELECT c.{sql.quote('kind')} || ' ' || c.{sql.quote('name')} {_pausing('e')} "  # noqa: S608
+        f"ORDER BY c.{sql.quote('kind')} LIMIT 1), "
+        f"(SELECT k.{pk} {_key_holders('e')} ORDER BY k.{pk} LIMIT 1), "
+        f"e.{sql.quote('waiting_for')} FROM {sql.table()} e WHERE e.{pk} = %s"
+    )
+
+
+def waiting_reason(event: WebhookEvent) -> str | None:
+    """Why a ``pending`` or ``failed`` event is not running, in words; None when nothing holds
+    it back (it is queued, or waits for its retry time)."""
+    if event.status not in (EventStatus.PENDING, EventStatus.FAILED):
+        return None
+    with _connection().cursor() as cursor:
+        cursor.execute(_reason_statement(_connection().vendor), [event.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pause, holder, waiting_for = row
+    if pause is not None:
+        kind, name = pause.split(" ", 1)
+        return f"paused: {kind} {name!r}"
+    if holder is not None:
+        return f"held by event {holder} (key {event.order_key!r})"
+    limits = registry.limits(event.workflow_name)
+    if waiting_for == "concurrency" and limits.concurrency is not None:
+        running = _running(event.workflow_name)
+        if running >= limits.concurrency:
+            return (
+                f"waiting for the concurrency limit of {event.workflow_name!r} ({running} running)"
+            )
+    if waiting_for == "rate" and limits.rate is not None:
+        return f"waiting for the rate limit of {event.workflow_name!r}"
+    return None
