@@ -31,6 +31,7 @@ def run_checks() -> list:
         *checks.check_settings(),
         *checks.check_database(),
         *checks.check_queue(),
+        *checks.check_workflow_limits(),
     ]
 
 
@@ -49,7 +50,12 @@ def test_the_check_functions_are_registered_as_tested():
     registered = django_checks.registry.registry
     assert checks.check_secrets_for_deployment in registered.get_checks(True)
     assert checks.check_secrets_for_deployment not in registered.get_checks(False)
-    for check in (checks.check_sources, checks.check_queue, checks.check_settings):
+    for check in (
+        checks.check_sources,
+        checks.check_queue,
+        checks.check_settings,
+        checks.check_workflow_limits,
+    ):
         assert check in registered.get_checks(False)
 
 
@@ -247,6 +253,55 @@ def default_database(**database: Any) -> Iterator[None]:
 def test_sqlite_without_immediate_transactions_warns(database, expected):
     with default_database(**database):
         assert checks.check_database() == expected
+
+
+def test_a_limit_on_an_unknown_workflow_is_an_error():
+    limits = {**settings.WEBHOOKS["WORKFLOW_LIMITS"], "recrod": {"CONCURRENCY": 1}}
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "WORKFLOW_LIMITS": limits}):
+        assert run_checks() == [message("E008", workflow="recrod")]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("RATE", "5 per second", "not a rate like '10/s' or '100/m'"),
+        ("RATE", "0/s", "not a rate like '10/s' or '100/m'"),
+        ("RATE", 5, "not a rate like '10/s' or '100/m'"),
+        ("CONCURRENCY", 0, "not a whole number of at least 1"),
+        ("CONCURRENCY", "2", "not a whole number of at least 1"),
+        ("CONCURRENCY", True, "not a whole number of at least 1"),
+        ("BURST", 3, "not a limit this app knows (CONCURRENCY, RATE)"),
+    ],
+)
+def test_a_malformed_limit_is_an_error_naming_the_setting(key, value, problem):
+    limits = {"record": {key: value}}
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "WORKFLOW_LIMITS": limits}):
+        assert run_checks() == [
+            message("E009", workflow="record", key=key, value=value, problem=problem)
+        ]
+        assert "WEBHOOKS['WORKFLOW_LIMITS']['record']" in run_checks()[0].hint
+
+
+def test_good_limits_are_clean():
+    limits = {"record": {"CONCURRENCY": 3, "RATE": " 100 / m "}}
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "WORKFLOW_LIMITS": limits}):
+        assert run_checks() == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ("no.such.module:key", "No module named 'no'"),
+        ("tests.testapp.workflows:no_such_function", "module 'tests.testapp.workflows' has no attribute 'no_such_function'"),
+        ("tests.testapp.workflows:UNSTORABLE_RESULTS", "tests.testapp.workflows:UNSTORABLE_RESULTS is not callable"),
+    ],
+)  # fmt: skip
+def test_an_unloadable_order_key_function_is_an_error(spec, error):
+    sources = {**settings.WEBHOOKS["SOURCES"], "ordered": {
+        "SCHEME": "generic", "SECRETS": [settings.SECRET_A], "ORDER_KEY": spec,
+    }}  # fmt: skip
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "SOURCES": sources}):
+        assert run_checks() == [message("E010", source="ordered", spec=spec, error=error)]
 
 
 def test_unimportable_workflow_path():

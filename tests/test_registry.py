@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from webhooks_app import registry, workflow
+from webhooks_app.conf import parse_rate
 
 
 @pytest.fixture
@@ -59,3 +61,25 @@ def test_a_name_in_both_places_fails_at_start_up(clean_registry):
 def test_empty_name_is_refused():
     with pytest.raises(ImproperlyConfigured):
         workflow("")
+
+
+def test_decorator_limits_apply_and_settings_win_key_by_key():
+    def handler(inputs, event):
+        return None
+
+    registry.workflow("decorated_limits", concurrency=2, rate="3/s")(handler)
+    try:
+        assert registry.limits("decorated_limits") == registry.Limits(
+            concurrency=2, rate=parse_rate("3/s")
+        )
+        assert "decorated_limits" in registry.limited_workflows()
+        limits = {"decorated_limits": {"RATE": "60/m"}}
+        with override_settings(WEBHOOKS={**settings.WEBHOOKS, "WORKFLOW_LIMITS": limits}):
+            assert registry.limits("decorated_limits") == registry.Limits(
+                concurrency=2, rate=parse_rate("60/m")
+            )
+        assert registry.limits("record") == registry.NO_LIMITS
+    finally:
+        registry._decorated.pop("decorated_limits")
+        registry._decorated_limits.pop("decorated_limits")
+        registry.clear_settings_cache()

@@ -20,7 +20,7 @@ from django.core.signals import request_started
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
-from webhooks_app import registry
+from webhooks_app import ordering, registry
 from webhooks_app.conf import SourceConfig, secret_env_names, webhook_settings
 from webhooks_app.schemes import get_scheme, scheme_names
 from webhooks_app.schemes.base import SharedTokenScheme
@@ -95,6 +95,22 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Q_CLUSTER['redis'] = 'redis://…' (see the README's Queue configuration); django-q2 "
         "also takes 'django_redis', 'sqs', 'iron_mq', 'mongo' or 'broker_class'.",
     ),
+    "E008": (
+        "WEBHOOKS['WORKFLOW_LIMITS'] limits {workflow!r}, which is not a registered workflow.",
+        "Register it with @workflow({workflow!r}) or in WEBHOOKS['WORKFLOWS'], or remove the "
+        "entry (a misspelt name would leave the real workflow unlimited).",
+    ),
+    "E009": (
+        "The {key} limit of workflow {workflow!r} is {value!r}: {problem}.",
+        "CONCURRENCY is a whole number of at least 1; RATE is 'N/s' or 'N/m', e.g. '10/s'. "
+        "Set them in WEBHOOKS['WORKFLOW_LIMITS'][{workflow!r}] or @workflow({workflow!r}, "
+        "concurrency=…, rate=…).",
+    ),
+    "E010": (
+        "WEBHOOKS['SOURCES'][{source!r}]['ORDER_KEY'] = {spec!r} cannot be loaded: {error}.",
+        "Give 'module.path:function' of a callable taking (payload, event_type) and returning "
+        "a string or None, or a dotted path into the payload such as 'data.object.customer'.",
+    ),
     "W001": (
         "Webhook signatures are switched off while DEBUG is False: anyone can post events.",
         "Remove WEBHOOK_SIGNATURE_REQUIRED=false (or WEBHOOKS['REQUIRE_SIGNATURE'] = False) "
@@ -164,6 +180,11 @@ def check_sources(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 found.append(
                     message("E002", source=source.name, event=event, workflow=workflow_name)
                 )
+        if ":" in source.order_key:
+            try:
+                ordering.load_function(source.order_key)
+            except (ImportError, AttributeError, TypeError, ValueError) as exc:
+                found.append(message("E010", source=source.name, spec=source.order_key, error=exc))
         if missing_secret(source):
             found.append(message("W006", **_secret_params(source)))
         # The key's bytes, not the text's: "whsec_" and base64 add characters but no entropy.
@@ -275,6 +296,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 import_string(path)
             except ImportError as exc:
                 found.append(message("E005", workflow=name, path=path, error=exc))
+    return found
+
+
+@checks.register()
+def check_workflow_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    found: list[checks.CheckMessage] = []
+    for name in webhook_settings.WORKFLOW_LIMITS:
+        if not registry.is_registered(name):
+            found.append(message("E008", workflow=name))
+    for name in sorted(set(webhook_settings.WORKFLOW_LIMITS) | set(registry.workflow_names())):
+        options = registry.limit_options(name)
+        for key, value in options.items():
+            problem = registry.limit_problem(key, value)
+            if problem:
+                found.append(message("E009", workflow=name, key=key, value=value, problem=problem))
     return found
 
 

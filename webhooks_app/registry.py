@@ -63,7 +63,7 @@ def workflow(
         _decorated[name] = func
         declared = {"CONCURRENCY": concurrency, "RATE": rate}
         _decorated_limits[name] = {k: v for k, v in declared.items() if v is not None}
-        _limits.clear()
+        clear_settings_cache()
         return func
 
     return register
@@ -109,40 +109,64 @@ def limit_options(name: str) -> dict[str, Any]:
     return {**_decorated_limits.get(name, {}), **configured}
 
 
-_limits: dict[str, Limits] = {}
+NO_LIMITS = Limits()
+#: Every limited workflow's parsed limits, built on first use (cleared with the settings).
+_limits: dict[str, Limits] | None = None
+
+
+def _all_limits() -> dict[str, Limits]:
+    global _limits
+    if _limits is None:
+        parsed = {
+            name: _parse_limits(limit_options(name))
+            for name in set(_decorated_limits) | set(webhook_settings.WORKFLOW_LIMITS)
+        }
+        _limits = {name: value for name, value in parsed.items() if value != NO_LIMITS}
+    return _limits
 
 
 def limits(name: str) -> Limits:
-    """The workflow's limits; a malformed value counts as no limit (check E008 names it)."""
-    if not _limits:
-        for workflow_name in set(_decorated_limits) | set(webhook_settings.WORKFLOW_LIMITS):
-            _limits[workflow_name] = _parse_limits(limit_options(workflow_name))
-    return _limits.get(name, NO_LIMITS)
+    """The workflow's limits; a malformed value counts as no limit (check E009 names it)."""
+    return _all_limits().get(name, NO_LIMITS)
 
 
-NO_LIMITS = Limits()
+def limit_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one limit's value (check E009), or None."""
+    if key == "CONCURRENCY":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        return None if ok else "not a whole number of at least 1"
+    if key == "RATE":
+        try:
+            parse_rate(value)
+        except ValueError:
+            return "not a rate like '10/s' or '100/m'"
+        return None
+    return "not a limit this app knows (CONCURRENCY, RATE)"
 
 
 def _parse_limits(options: dict[str, Any]) -> Limits:
-    concurrency = options.get("CONCURRENCY")
-    if not (isinstance(concurrency, int) and not isinstance(concurrency, bool) and concurrency > 0):
-        concurrency = None
-    try:
-        rate = parse_rate(options["RATE"]) if options.get("RATE") is not None else None
-    except ValueError:
-        rate = None
-    return Limits(concurrency=concurrency, rate=rate)
+    valid = {k: v for k, v in options.items() if limit_problem(k, v) is None}
+    rate = valid.get("RATE")
+    return Limits(
+        concurrency=valid.get("CONCURRENCY"), rate=None if rate is None else parse_rate(rate)
+    )
 
 
 def limited_workflows() -> frozenset[str]:
     """The workflows with a concurrency or rate limit: their claims take the slow path."""
-    limits("")  # fills the cache
-    return frozenset(name for name, value in _limits.items() if value != NO_LIMITS)
+    global _limited
+    if _limited is None:
+        _limited = frozenset(_all_limits())
+    return _limited
+
+
+_limited: frozenset[str] | None = None
 
 
 def clear_settings_cache() -> None:
+    global _limits, _limited
     _from_settings.clear()
-    _limits.clear()
+    _limits = _limited = None
 
 
 webhook_settings.on_reload(clear_settings_cache)
