@@ -309,3 +309,19 @@ def test_recovery_leaves_held_and_paused_events_alone():
     assert lifecycle.recover() == {"pending": 1, "failed": 0, "running": 0, "dead": 0}
     assert WebhookEvent.objects.get(pk=stranded.pk).next_attempt_at is not None
     assert status_of(first) == EventStatus.FAILED
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as in a worker
+def test_the_unflushed_outcome_does_not_leak_into_the_session():
+    """The outcome's commit skips the WAL flush for its own transaction only: the next claim
+    and every delivery stored on this connection must still wait for theirs."""
+    from django.db import connection
+
+    event = lifecycle.claim(make_event("evt").pk, timezone.now())
+    assert event is not None
+    lifecycle.record_success(event, None)
+    assert status_of(event) == EventStatus.SUCCEEDED
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"

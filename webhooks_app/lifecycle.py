@@ -357,14 +357,29 @@ def _finish_statement(vendor: str) -> str:
     """Record an attempt's outcome, unless its lease was taken back (the event is no longer
     ``running`` with this attempt number).
 
+    On PostgreSQL the transaction that writes it commits without waiting for the WAL flush
+    (``synchronous_commit`` off for it alone, set by the statement itself: no extra round
+    trip). That halves the flushes an attempt waits for, and costs nothing the lifecycle
+    promises: the claim, which is what keeps a second worker off a running event, is flushed
+    before the workflow starts; an outcome lost with a crashed database server (the last
+    fraction of a second of them, unless a later commit flushed it) leaves the event
+    ``running`` with a lease that lapses, and it runs again, as after a worker killed between
+    its workflow's end and this write. The next commit on the server flushes it in any case.
+
     Parameters: the values of :data:`FINISH_FIELDS`, id, attempts.
     """
     assignments = ", ".join(f"{sql.quote(str(f.column))} = %s" for f in FINISH_FIELDS)
-    return (
+    statement = (
         f"UPDATE {sql.table()} SET {assignments} "  # noqa: S608
         f"WHERE {sql.quote('id')} = %s AND {sql.quote('status')} = '{RUNNING}' "
         f"AND {sql.quote('attempts')} = %s"
     )
+    if vendor == "postgresql":
+        return (
+            "WITH unflushed AS (SELECT set_config('synchronous_commit', 'off', true)) "  # noqa: S608
+            f"{statement} AND EXISTS (SELECT 1 FROM unflushed)"
+        )
+    return statement
 
 
 def _finish(event: WebhookEvent, **fields: Any) -> bool:
