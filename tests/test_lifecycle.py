@@ -249,21 +249,21 @@ def test_concurrency_limit_refuses_and_hands_the_slot_on(statements):
     assert lifecycle.claim(events[3].pk, timezone.now()) is None
 
 
-def test_rate_limit_spaces_starts_and_defers_without_an_attempt(statements):
-    events = [limited(str(n), "five_per_second") for n in range(3)]
+def test_rate_limit_holds_a_window_and_defers_without_an_attempt(statements):
+    events = [limited(str(n), "five_per_second") for n in range(7)]
     now = timezone.now()
-    assert lifecycle.claim(events[0].pk, now) is not None
-    assert lifecycle.claim(events[1].pk, now) is None  # its start is 1/5 s later
-    deferred = WebhookEvent.objects.get(pk=events[1].pk)
+    assert all(lifecycle.claim(e.pk, now) is not None for e in events[:5])
+    assert lifecycle.claim(events[5].pk, now) is None  # the window holds 5 starts
+    deferred = WebhookEvent.objects.get(pk=events[5].pk)
     assert deferred.waiting_for == "rate" and deferred.attempts == 0
-    assert deferred.next_attempt_at is not None
-    assert abs((deferred.next_attempt_at - now).total_seconds() - 0.2) < 0.01
+    assert deferred.next_attempt_at == now + timedelta(seconds=1)  # when a start leaves it
     assert lifecycle.waiting_reason(deferred) == "waiting for the rate limit of 'five_per_second'"
-    assert lifecycle.claim(events[2].pk, now) is None  # the next free start: 0.4 s
-    later = WebhookEvent.objects.get(pk=events[2].pk).next_attempt_at
-    assert later is not None and abs((later - now).total_seconds() - 0.4) < 0.01
-    # At its start time the deferred event starts on its reservation.
-    assert lifecycle.claim(events[1].pk, deferred.next_attempt_at) is not None
+    assert lifecycle.claim(events[6].pk, now) is None
+    # The next one waiting wakes 1/5 s later: waiting events do not wake all at once.
+    assert WebhookEvent.objects.get(pk=events[6].pk).next_attempt_at == now + timedelta(seconds=1.2)
+    assert lifecycle.claim(deferred.pk, now + timedelta(seconds=0.99)) is None  # still full
+    assert lifecycle.claim(deferred.pk, now + timedelta(seconds=1)) is not None
+    assert WebhookEvent.objects.filter(attempts=1).count() == 6
 
 
 def test_finish_writes_nothing_once_the_attempt_was_taken_back():

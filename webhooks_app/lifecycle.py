@@ -31,7 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from webhooks_app import queue, registry, signals, sql
-from webhooks_app.conf import webhook_settings
+from webhooks_app.conf import Rate, webhook_settings
 from webhooks_app.logutil import printable
 from webhooks_app.models import ControlKind, EventStatus, ProcessingControl, WebhookEvent
 
@@ -42,8 +42,6 @@ TRACEBACK_FRAMES = 5
 RECOVERY_BATCH = 500
 #: Events per transaction when a resume puts a paused backlog back on the queue.
 REQUEUE_BATCH = 500
-#: A rate-limited start this close to its turn starts now rather than waiting for a wake.
-RATE_SLACK = timedelta(milliseconds=10)
 
 PENDING, RUNNING, FAILED = EventStatus.PENDING.value, EventStatus.RUNNING.value, "failed"
 
@@ -197,8 +195,9 @@ def _claim_refused(
     workflow, key_held, waiting_for, next_attempt_at, lapsed = row
     if lapsed:
         # A redelivered task for an attempt whose worker is gone: take it back, then claim.
-        take_back(event_id, now, enqueue=False)
-        return claim(event_id, timezone.now())
+        if take_back(event_id, now, enqueue=False) == "running":
+            return claim(event_id, timezone.now())
+        return None
     if key_held:
         if marked:
             return None
@@ -244,77 +243,63 @@ def _claim_limited(
     """Claim an event of a workflow with a concurrency or rate limit.
 
     The workflow's control row is locked for the whole decision, so claims across all workers
-    and nodes count running attempts and take start times one at a time. A refusal marks the
-    event; a finishing attempt hands its slot to the oldest marked one (:func:`hand_on`); a
-    rate-limited event takes the next free start time and is woken then.
+    and nodes count running attempts and record starts one at a time. A refusal marks the
+    event: a finishing attempt hands its slot to the oldest one marked for concurrency
+    (:func:`hand_on`); one held back by the rate is given a wake time when the window will
+    have room, spread ``1/N`` of the period apart so waiting events do not wake together.
     """
     limits = registry.limits(workflow)
     rate = limits.rate
     with transaction.atomic():
-        rate_next_at = _lock_workflow(workflow)
+        control = _lock_workflow(workflow)
         if limits.concurrency is not None and _running(workflow) >= limits.concurrency:
             _mark_waiting(event_id, "concurrency", now)
             return None
-        start = now
         if rate is not None:
-            interval = timedelta(seconds=rate.interval)
-            reserved = (
-                waiting_for == "rate"
-                and next_attempt_at is not None
-                and now - interval <= _aware(next_attempt_at) <= now + RATE_SLACK
-            )
-            if not reserved:
-                start = max(now, rate_next_at or now)
-                if start > now + RATE_SLACK:
-                    if _mark_waiting(event_id, "rate", now, until=start):
-                        _set_rate_next(workflow, start + interval)
-                        transaction.on_commit(lambda: queue.enqueue_at(start, event_id))
-                    return None
+            starts = [t for t in control.rate_starts if t > now.timestamp() - rate.per_seconds]
+            if len(starts) >= rate.count:
+                _defer_for_rate(control, starts, rate, event_id, now, woken=waiting_for == "rate")
+                return None
         event = _claim(event_id, now)
-        if event is not None and rate is not None and not reserved:
-            _set_rate_next(workflow, start + timedelta(seconds=rate.interval))
+        if event is not None and rate is not None:
+            control.rate_starts = [*starts, now.timestamp()]
+            control.save(update_fields=["rate_starts"])
     return event
 
 
-def _aware(value: datetime) -> datetime:
-    """A datetime read by a raw statement: naive UTC on SQLite."""
-    return timezone.make_aware(value, UTC) if timezone.is_naive(value) else value
+def _defer_for_rate(
+    control: ProcessingControl,
+    starts: list[float],
+    rate: Rate,
+    event_id: int,
+    now: datetime,
+    *,
+    woken: bool,
+) -> None:
+    """Mark the event to wait for the rate and wake it when a start leaves the window. A fresh
+    event queues behind those already waiting (``rate_next_at``); a woken one that found the
+    window full again (another took the start) only waits for the next start to leave."""
+    room_at = datetime.fromtimestamp(starts[-rate.count] + rate.per_seconds, tz=UTC)
+    wake = room_at if woken else max(room_at, control.rate_next_at or room_at)
+    if not _mark_waiting(event_id, "rate", now, until=wake):
+        return
+    if not woken:
+        control.rate_next_at = wake + timedelta(seconds=rate.interval)
+        control.save(update_fields=["rate_next_at"])
+    transaction.on_commit(lambda: queue.enqueue_at(wake, event_id))
 
 
-@functools.cache
-def _lock_statement(vendor: str, for_update: bool) -> str:
-    """Parameters: the workflow name."""
-    return (
-        f"SELECT {sql.quote('rate_next_at')} FROM {_controls_table()} "  # noqa: S608
-        f"WHERE {sql.quote('kind')} = '{ControlKind.WORKFLOW.value}' AND {sql.quote('name')} = %s"
-        + (" FOR UPDATE" if for_update else "")
+def _lock_workflow(workflow: str) -> ProcessingControl:
+    """The workflow's control row (created on first use), locked until the transaction ends.
+    On SQLite the lock is the write transaction itself (``IMMEDIATE``: one at a time)."""
+    ProcessingControl.objects.get_or_create(kind=ControlKind.WORKFLOW, name=workflow)
+    return ProcessingControl.objects.select_for_update().get(
+        kind=ControlKind.WORKFLOW, name=workflow
     )
-
-
-def _lock_workflow(workflow: str) -> datetime | None:
-    """Lock the workflow's control row (created on first use) until the transaction ends;
-    returns its next free start time. SQLite needs no row lock: its write transactions are
-    already one at a time (``IMMEDIATE``)."""
-    connection = _connection()
-    statement = _lock_statement(connection.vendor, connection.features.has_select_for_update)
-    for _ in range(2):
-        with connection.cursor() as cursor:
-            cursor.execute(statement, [workflow])
-            row = cursor.fetchone()
-        if row is not None:
-            return None if row[0] is None else _aware(row[0])
-        ProcessingControl.objects.get_or_create(kind=ControlKind.WORKFLOW, name=workflow)
-    raise RuntimeError(f"The control row of workflow {workflow!r} could not be created.")
 
 
 def _running(workflow: str) -> int:
     return WebhookEvent.objects.filter(workflow_name=workflow, status=RUNNING).count()
-
-
-def _set_rate_next(workflow: str, when: datetime) -> None:
-    ProcessingControl.objects.filter(kind=ControlKind.WORKFLOW, name=workflow).update(
-        rate_next_at=when
-    )
 
 
 # Outcomes
@@ -529,7 +514,7 @@ def hand_on(event: WebhookEvent) -> None:
     """Wake what waited for this attempt to end: the next event of its key (once the event is
     finished: a ``failed`` one keeps holding its key) and, for a concurrency-limited workflow,
     the oldest event waiting for a slot. One wake each: no herd of re-enqueues."""
-    if event.order_key is not None and event.status != EventStatus.FAILED:
+    if event.order_key is not None and event.status in (EventStatus.SUCCEEDED, EventStatus.DEAD):
         _wake_next_of_key(event.source, event.order_key)
     if registry.limits(event.workflow_name).concurrency is not None:
         _wake_next_for_slot(event.workflow_name)

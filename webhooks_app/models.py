@@ -109,8 +109,9 @@ class ProcessingControl(models.Model):
     """Run-time steering of one source or workflow, shared by every process and node.
 
     ``paused`` stops new attempts of its events (the claim reads it). A limited workflow's row
-    is also what its claims lock to count running attempts one at a time, and ``rate_next_at``
-    is the start time the next attempt of a rate-limited workflow may take.
+    is also what its claims lock to count running attempts one at a time; for a rate,
+    ``rate_starts`` holds the start times (epoch seconds) within the last period, and
+    ``rate_next_at`` the wake time the next event held back by the rate gets.
     """
 
     kind = models.CharField(max_length=16, choices=ControlKind.choices)
@@ -119,6 +120,7 @@ class ProcessingControl(models.Model):
     changed_at = models.DateTimeField(default=timezone.now)
     changed_by = models.CharField(max_length=150, blank=True)
     rate_next_at = models.DateTimeField(null=True, blank=True)
+    rate_starts = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name = "processing control"
