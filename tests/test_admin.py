@@ -6,7 +6,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-from webhooks_app.models import EventStatus, WebhookEvent
+from webhooks_app import services, tasks
+from webhooks_app.models import EventStatus, ProcessingControl, WebhookEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -342,3 +343,232 @@ def test_purge_confirmation_is_styled_as_a_destructive_one(admin_client, dead_ev
     url = reverse("admin:webhooks_app_webhookevent_changelist")
     html = admin_client.post(url, {"action": "purge", "_selected_action": [dead_event.pk]})
     assert "delete-confirmation" in html.content.decode().split("<body")[1].split(">")[0]
+
+
+CONTROLS = "/admin/webhooks_app/webhookevent/controls/"
+STEER = "/admin/webhooks_app/webhookevent/controls/steer/"
+
+
+def _staff(*codenames: str) -> User:
+    user = User.objects.create_user(f"staff{User.objects.count()}", password="pw", is_staff=True)
+    for codename in codenames:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+def _control_rows(html: str, kind: str) -> dict[str, str]:
+    """The controls page's rows of one table, by name: the row's HTML."""
+    table = html.split(f'id="controls-{kind}"')[1].split("</table>")[0]
+    rows = table.split("<tbody>")[1].split("<tr")[1:]
+    return {re.search(r'">([^<]+)</a></td>', row)[1]: row for row in rows}
+
+
+def test_controls_page_lists_every_source_and_workflow(admin_client, dead_event):
+    assert reverse("admin:webhooks_app_controls") == CONTROLS
+    WebhookEvent.objects.create(source="github", webhook_id="p1", workflow_name="record")
+    WebhookEvent.objects.create(
+        source="github", webhook_id="f1", workflow_name="record", status=EventStatus.FAILED
+    )
+    services.pause("source", "github", by="alice")
+    html = admin_client.get(CONTROLS).content.decode()
+    sources = _control_rows(html, "source")
+    assert list(sources) == ["generic", "github", "ordered"]
+    github = sources["github"]
+    assert "Paused" in github and '<td class="wh-control-waiting">2</td>' in github
+    assert " by alice" in github and "<time " in github
+    assert 'value="Resume"' in github and 'name="csrfmiddlewaretoken"' in github
+    assert "?source=github" in github  # its events, one click away
+    assert "Running" in sources["generic"] and 'value="Pause"' in sources["generic"]
+    assert "never" in sources["generic"]
+    workflows = _control_rows(html, "workflow")
+    assert {"record", "fail", "one_at_a_time"} <= set(workflows)
+    assert '<td class="wh-control-waiting">2</td>' in workflows["record"]
+    assert "?workflow_name=record" in workflows["record"]
+
+
+def test_controls_page_is_linked_from_the_dashboard_and_the_event_list(admin_client):
+    dashboard = admin_client.get(reverse("admin:webhooks_app_dashboard")).content.decode()
+    assert f'href="{CONTROLS}"' in dashboard
+    changelist = admin_client.get(reverse("admin:webhooks_app_webhookevent_changelist"))
+    assert f'href="{CONTROLS}"' in changelist.content.decode()
+
+
+def test_pause_and_resume_from_the_controls_page(admin_client):
+    done = admin_client.post(
+        STEER, {"kind": "workflow", "name": "record", "step": "pause"}, follow=True
+    )
+    assert done.redirect_chain == [(CONTROLS, 302)]
+    assert "Paused workflow &#x27;record&#x27;." in done.content.decode()
+    control = ProcessingControl.objects.get(kind="workflow", name="record")
+    assert control.paused and control.changed_by == "admin"
+    held = WebhookEvent.objects.create(source="generic", webhook_id="h", workflow_name="record")
+    assert tasks.process_event(held.pk).startswith("skipped")
+    assert 'value="Resume"' in _control_rows(done.content.decode(), "workflow")["record"]
+    done = admin_client.post(
+        STEER, {"kind": "workflow", "name": "record", "step": "resume"}, follow=True
+    )
+    assert (
+        "Resumed workflow &#x27;record&#x27;: 1 waiting event put back on the queue."
+        in done.content.decode()
+    )
+    assert tasks.process_event(held.pk) == "succeeded"
+
+
+def test_steering_an_unknown_name_says_so_and_changes_nothing(admin_client):
+    done = admin_client.post(
+        STEER, {"kind": "source", "name": "nope", "step": "pause"}, follow=True
+    )
+    assert (
+        "No source is named &#x27;nope&#x27;. Known sources: generic, github, ordered."
+        in done.content.decode()
+    )
+    assert not ProcessingControl.objects.exists()
+    for form in ({"kind": "queue", "name": "x", "step": "pause"},
+                 {"kind": "source", "name": "github", "step": "delete"}, {}):  # fmt: skip
+        assert admin_client.post(STEER, form).status_code == 400
+    assert not ProcessingControl.objects.exists()
+
+
+def test_steering_needs_post_csrf_and_the_change_permission(client):
+    pause = {"kind": "source", "name": "github", "step": "pause"}
+    assert client.get(CONTROLS).status_code == 302  # anonymous: to the login page
+    client.force_login(_staff())
+    assert client.get(CONTROLS).status_code == 403  # no view permission
+    client.force_login(_staff("view_webhookevent"))
+    html = client.get(CONTROLS).content.decode()
+    assert "github" in html and 'value="Pause"' not in html  # seen, not offered
+    assert client.post(STEER, pause).status_code == 403
+    client.force_login(_staff("view_webhookevent", "change_webhookevent"))
+    assert 'value="Pause"' in client.get(CONTROLS).content.decode()
+    assert client.get(STEER).status_code == 405
+    assert not ProcessingControl.objects.exists()
+    from django.test import Client
+
+    csrf_checked = Client(enforce_csrf_checks=True)
+    csrf_checked.force_login(User.objects.create_superuser("root", password="pw"))
+    assert csrf_checked.post(STEER, pause).status_code == 403
+    assert not ProcessingControl.objects.exists()
+
+
+def _ordered(webhook_id: str, **fields) -> WebhookEvent:
+    return WebhookEvent.objects.create(
+        source="ordered", webhook_id=webhook_id, workflow_name="record", order_key="c1", **fields
+    )
+
+
+def test_event_page_says_what_holds_a_waiting_event_back(admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    first = _ordered(
+        "first", status=EventStatus.FAILED, attempts=1,
+        next_attempt_at=timezone.now() + timedelta(minutes=5),
+    )  # fmt: skip
+    second = _ordered("second")
+    assert tasks.process_event(second.pk).startswith("skipped")  # the claim marks it
+    summary = _detail(admin_client, second).split('id="event-summary"')[1].split("</section>")[0]
+    first_url = reverse("admin:webhooks_app_webhookevent_change", args=[first.pk])
+    assert (
+        f'<strong>Waiting:</strong> held by <a href="{first_url}">event {first.pk}</a> '
+        "(key &#x27;c1&#x27;).</p>"
+    ) in summary
+    assert "it starts by itself once nothing holds it back" in summary
+    assert "check that a qcluster runs" not in summary
+    services.pause("source", "ordered")
+    assert "<strong>Waiting:</strong> paused: source &#x27;ordered&#x27;." in _detail(
+        admin_client, second
+    )
+    services.resume("source", "ordered")
+    WebhookEvent.objects.filter(pk=first.pk).update(status=EventStatus.DEAD)
+    assert "<strong>Waiting:</strong>" not in _detail(admin_client, second)  # nothing holds it
+
+
+def test_a_workflow_at_its_concurrency_limit_is_said_on_the_page_and_in_the_list(admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    WebhookEvent.objects.create(
+        source="generic", webhook_id="busy", workflow_name="one_at_a_time",
+        status=EventStatus.RUNNING, attempts=1, started_at=timezone.now(),
+        lease_expires_at=timezone.now() + timedelta(minutes=1),
+    )  # fmt: skip
+    waiting = WebhookEvent.objects.create(
+        source="generic", webhook_id="next", workflow_name="one_at_a_time"
+    )
+    assert tasks.process_event(waiting.pk).startswith("skipped")
+    assert (
+        "<strong>Waiting:</strong> waiting for the concurrency limit of "
+        "&#x27;one_at_a_time&#x27; (1 running).</p>"
+    ) in _detail(admin_client, waiting)
+    listed = admin_client.get(reverse("admin:webhooks_app_webhookevent_changelist"))
+    assert (
+        '<small class="wh-waiting" title="Its page says what it waits for">· concurrency limit'
+        in (listed.content.decode())
+    )
+
+
+def test_event_list_shows_what_holds_events_back_without_a_query_per_row(
+    admin_client, django_assert_max_num_queries
+):
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    _ordered(
+        "first", status=EventStatus.FAILED, attempts=1,
+        next_attempt_at=timezone.now() + timedelta(minutes=5),
+    )  # fmt: skip
+    second = _ordered("second")
+    tasks.process_event(second.pk)  # refused: the claim marks it waiting for its key
+    WebhookEvent.objects.create(source="github", webhook_id="gh", workflow_name="record")
+    WebhookEvent.objects.create(source="generic", webhook_id="plain", workflow_name="record")
+    WebhookEvent.objects.create(
+        source="generic", webhook_id="wf", workflow_name="fail", status=EventStatus.FAILED
+    )
+    WebhookEvent.objects.create(
+        source="github", webhook_id="gh-done", workflow_name="record", status=EventStatus.SUCCEEDED
+    )
+    services.pause("source", "github")
+    services.pause("workflow", "fail")
+    url = reverse("admin:webhooks_app_webhookevent_changelist")
+
+    def statuses() -> dict[str, str]:
+        rows = admin_client.get(url).content.decode().split("<tbody>")[1]
+        cells = re.findall(
+            r'class="wh-id" title="([^"]+)">.*?<td class="field-coloured_status">(.*?)</td>',
+            rows,
+        )
+        return {webhook_id: re.sub("<[^>]+>", "", cell) for webhook_id, cell in cells}
+
+    assert statuses() == {
+        "first": "Failed (will retry)", "second": "Pending · held by its key",
+        "gh": "Pending · paused", "plain": "Pending", "wf": "Failed (will retry) · paused",
+        "gh-done": "Succeeded",
+    }  # fmt: skip
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(url)
+    WebhookEvent.objects.bulk_create(
+        WebhookEvent(source="github", webhook_id=f"more{i}", workflow_name="record")
+        for i in range(30)
+    )
+    with django_assert_max_num_queries(len(few)):
+        assert list(statuses().values()).count("Pending · paused") == 31
+
+
+def test_a_lapsed_lease_reads_as_taken_over(admin_client):
+    history = [
+        {"attempt": 1, "started_at": "2026-01-15T14:30:06+00:00", "duration_ms": 3100.0,
+         "outcome": "lost", "lease_lapsed": True, "error": "Its worker stopped renewing the lease."},
+        {"attempt": 2, "started_at": "2026-01-15T14:30:10+00:00", "duration_ms": 20.0,
+         "outcome": "succeeded"},
+    ]  # fmt: skip
+    event = WebhookEvent.objects.create(
+        source="generic", webhook_id="lapsed", workflow_name="record", attempts=2,
+        status=EventStatus.SUCCEEDED, history=history,
+    )  # fmt: skip
+    outcomes = re.findall(r'<td class="wh-outcome">(.*?)</td>', _detail(admin_client, event))
+    assert outcomes == ["lease lapsed: taken over", "succeeded"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import getpass
 import json
 import uuid
 from io import StringIO
@@ -11,8 +12,10 @@ from django.test import override_settings
 from django.urls import include, path
 
 from tests.conftest import envelope, sign
+from tests.processes import manage_py, subprocess_env
+from webhooks_app import tasks
 from webhooks_app.management.commands import send_test_webhook
-from webhooks_app.models import WebhookEvent
+from webhooks_app.models import ProcessingControl, WebhookEvent
 
 #: A host project that mounts the app elsewhere than the test settings' server does.
 urlpatterns = [path("hooks/", include("webhooks_app.urls"))]
@@ -163,3 +166,76 @@ def test_server_assigned_and_command_ids_have_one_format(server):
 def test_send_test_webhook_refuses_provider_sources():
     with pytest.raises(CommandError, match="uses the 'github' scheme"):
         call_command("send_test_webhook", "record", "--source", "github", stdout=StringIO())
+
+
+def steer(command: str, *args: str) -> str:
+    """Run pause_webhooks or resume_webhooks; its output."""
+    out = StringIO()
+    call_command(command, *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_pause_and_resume_a_source():
+    assert steer("pause_webhooks", "--source", "github") == "Paused source 'github'.\n"
+    control = ProcessingControl.objects.get(kind="source", name="github")
+    assert control.paused
+    assert control.changed_by in ("manage.py", f"{getpass.getuser()} (manage.py)")
+    held = [
+        WebhookEvent.objects.create(source="github", webhook_id=f"h{i}", workflow_name="record")
+        for i in range(2)
+    ]
+    assert all(tasks.process_event(event.pk).startswith("skipped") for event in held)
+    assert steer("resume_webhooks", "--source", "github") == (
+        "Resumed source 'github': 2 waiting events put back on the queue.\n"
+    )
+    assert not ProcessingControl.objects.get(kind="source", name="github").paused
+    assert [tasks.process_event(event.pk) for event in held] == ["succeeded", "succeeded"]
+
+
+@pytest.mark.django_db
+def test_pause_and_resume_a_workflow():
+    assert steer("pause_webhooks", "--workflow", "record") == "Paused workflow 'record'.\n"
+    WebhookEvent.objects.create(source="generic", webhook_id="w1", workflow_name="record")
+    assert steer("resume_webhooks", "--workflow", "record") == (
+        "Resumed workflow 'record': 1 waiting event put back on the queue.\n"
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("command", ["pause_webhooks", "resume_webhooks"])
+def test_unknown_names_are_errors_naming_the_known_ones(command):
+    with pytest.raises(CommandError) as refused:
+        steer(command, "--source", "nope")
+    assert (
+        str(refused.value) == "No source is named 'nope'. Known sources: generic, github, ordered."
+    )
+    with pytest.raises(
+        CommandError, match=r"^No workflow is named 'nope'\. Known workflows: .*record"
+    ):
+        steer(command, "--workflow", "nope")
+    assert not ProcessingControl.objects.exists()
+
+
+@pytest.mark.parametrize("command", ["pause_webhooks", "resume_webhooks"])
+def test_exactly_one_of_source_and_workflow(command):
+    with pytest.raises(CommandError, match="one of the arguments --source --workflow is required"):
+        steer(command)
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        steer(command, "--source", "github", "--workflow", "record")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_exit_status_and_output_from_the_command_line():
+    env = subprocess_env()
+    done = manage_py(env, "pause_webhooks", "--source", "github")
+    assert (done.returncode, done.stdout) == (0, "Paused source 'github'.\n"), done.stderr
+    assert ProcessingControl.objects.get(kind="source", name="github").paused
+    unknown = manage_py(env, "resume_webhooks", "--workflow", "nope")
+    assert unknown.returncode == 1
+    assert "CommandError: No workflow is named 'nope'. Known workflows: " in unknown.stderr
+    assert manage_py(env, "resume_webhooks").returncode == 2  # argparse: a usage error
+    done = manage_py(env, "resume_webhooks", "--source", "github")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Resumed source 'github': 0 waiting events put back on the queue.\n"
+    assert not ProcessingControl.objects.get(kind="source", name="github").paused

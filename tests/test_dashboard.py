@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from webhooks_app import dashboard
+from webhooks_app import dashboard, services
 from webhooks_app.models import EventStatus, WebhookEvent
 
 pytestmark = pytest.mark.django_db
@@ -220,3 +220,12 @@ def test_a_source_without_secret_is_an_error_at_the_top(admin_client):
     assert f'<li class="error">{escape(error.msg)} {escape(error.hint)}' in block
     assert html.index('id="missing-secrets"') < html.index('id="status-counts"')
     assert 'id="missing-secrets"' not in admin_client.get(URL).content.decode()
+
+
+def test_dashboard_says_what_is_paused(admin_client):
+    assert 'id="paused-controls"' not in admin_client.get(URL).content.decode()
+    services.pause("source", "github")
+    services.pause("workflow", "record")
+    html = admin_client.get(URL).content.decode()
+    banner = html.split('id="paused-controls"')[1].split("</ul>")[0]
+    assert "Paused: source &lsquo;github&rsquo;, workflow &lsquo;record&rsquo;." in banner

@@ -94,6 +94,12 @@ def test_staff_api_and_health_conform(server, staff_session):
         ("/webhooks/api/events/", "GET"),
         ("/webhooks/api/events/{id}/", "GET"),
         ("/webhooks/api/events/{id}/replay/", "POST"),
+        ("/webhooks/api/sources/", "GET"),
+        ("/webhooks/api/sources/{name}/pause/", "POST"),
+        ("/webhooks/api/sources/{name}/resume/", "POST"),
+        ("/webhooks/api/workflows/", "GET"),
+        ("/webhooks/api/workflows/{name}/pause/", "POST"),
+        ("/webhooks/api/workflows/{name}/resume/", "POST"),
         ("/webhooks/health/", "GET"),
     ]:
         run_cases(server, schema[path][method], signed=False, auth=staff_session)

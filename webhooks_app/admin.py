@@ -1,26 +1,30 @@
-"""A read-only audit log of received events, with replay and purge.
+"""A read-only audit log of received events, with replay and purge, and the processing
+controls (pause and resume a source or a workflow).
 
 Both actions call the same service functions as the commands and the API, need POST with a
 CSRF token (Django admin actions) and their permission: *replay* the change permission, *purge*
-(Django's delete confirmation page) the delete permission. An event's page answers the
-operator's first questions at the top (what happened, when, how often it failed, what happens
-next) and offers *Replay*; it has no *Delete*: one event is purged like many, from the list.
+(Django's delete confirmation page) the delete permission; so do *Pause* and *Resume* on the
+controls page (the change permission). An event's page answers the operator's first questions
+at the top (what happened, when, how often it failed, what holds it back, what happens next)
+and offers *Replay*; it has no *Delete*: one event is purged like many, from the list.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -31,9 +35,15 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from webhooks_app import dashboard, services, sql
+from webhooks_app import dashboard, lifecycle, services, sql
 from webhooks_app.conf import webhook_settings
-from webhooks_app.models import Dashboard, EventStatus, WebhookEvent
+from webhooks_app.models import (
+    ControlKind,
+    Dashboard,
+    EventStatus,
+    ProcessingControl,
+    WebhookEvent,
+)
 from webhooks_app.templatetags.webhooks_format import human_duration, last_error, local_time
 
 
@@ -83,6 +93,37 @@ STATUS_COLOURS: dict[str, str] = {
     EventStatus.DEAD: "#cf222e",
     EventStatus.IGNORED: "#777",
 }
+
+
+#: The list's word for what the claim last found holding a waiting event back (``waiting_for``).
+WAITING_HINTS: dict[str, str] = {
+    "key": "held by its key",
+    "concurrency": "concurrency limit",
+    "rate": "rate limit",
+}
+
+
+def waiting_hint(event: WebhookEvent, paused: bool) -> str:
+    """A word or two for the list on why a pending or failed event waits, from its own row and
+    whether its source or workflow is ``paused``; the event's page says it exactly
+    (:func:`lifecycle.waiting_reason`, a query per event)."""
+    if event.status not in (EventStatus.PENDING, EventStatus.FAILED):
+        return ""
+    return "paused" if paused else WAITING_HINTS.get(event.waiting_for, "")
+
+
+class EventChangeList(ChangeList):
+    """The event list; each listed event is annotated with ``paused_control``: whether its
+    source or workflow is paused. An index probe per listed row inside the page's one query, and
+    nothing at all where the page is not drawn (an action's POST builds the list too)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        pausing = ProcessingControl.objects.filter(paused=True).filter(
+            Q(kind=ControlKind.SOURCE, name=OuterRef("source"))
+            | Q(kind=ControlKind.WORKFLOW, name=OuterRef("workflow_name"))
+        )
+        self.result_list = self.result_list.annotate(paused_control=Exists(pausing))
 
 
 class IndexedValuesFilter(admin.SimpleListFilter):
@@ -159,11 +200,25 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def coloured_status(self, obj: WebhookEvent) -> str:
-        return format_html(
+        """The status; in the list, with what holds a waiting event back (``pending · paused``)."""
+        status = format_html(
             '<span style="color:{};font-weight:bold">{}</span>',
             STATUS_COLOURS.get(obj.status, "inherit"),
             obj.get_status_display(),
         )
+        # Only the list's rows carry the annotation (EventChangeList); the event's page says more.
+        paused = getattr(obj, "paused_control", None)
+        hint = "" if paused is None else waiting_hint(obj, paused)
+        if not hint:
+            return status
+        return format_html(
+            '{} <small class="wh-waiting" title="Its page says what it waits for">· {}</small>',
+            status,
+            hint,
+        )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return EventChangeList
 
     # The list's columns are kept narrow so that all of them fit beside the navigation and
     # filter sidebars at 1280 px: a long id is cut (whole in its title), headers are short.
@@ -235,6 +290,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
                 "started": local_time(entry.get("started_at")),
                 "duration": human_duration(entry.get("duration_ms")),
                 "outcome": entry.get("outcome", ""),
+                "shown_outcome": shown_outcome(entry),
                 "error": entry.get("error", ""),
             }
             for entry in history
@@ -256,15 +312,17 @@ class WebhookEventAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         """The event page's summary and *Replay* button, above the fields."""
         if obj is not None:
+            waiting = lifecycle.waiting_reason(obj)
             context["summary"] = {
                 "status": self.coloured_status(obj),
+                "waiting": _linked_reason(waiting) if waiting else "",
                 "failed": sum(
                     1
                     for entry in obj.history
                     if isinstance(entry, dict) and entry.get("outcome") != EventStatus.SUCCEEDED
                 ),
                 "error": last_error(obj),
-                "next": what_happens_next(obj, timezone.now()),
+                "next": what_happens_next(obj, timezone.now(), held=bool(waiting)),
                 # What services.replay_events leaves alone is not offered.
                 "can_replay": self.has_replay_permission(request)
                 and obj.status != EventStatus.RUNNING
@@ -281,10 +339,20 @@ class WebhookEventAdmin(admin.ModelAdmin):
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        """Pausing and resuming change what runs, like a replay: the change permission."""
+        return self.has_replay_permission(request)
+
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("dashboard/", wrap(self.dashboard_view), name="webhooks_app_dashboard"),
+            path("controls/", wrap(self.controls_view), name="webhooks_app_controls"),
+            path(
+                "controls/steer/",
+                wrap(require_POST(self.steer_view)),
+                name="webhooks_app_steer",
+            ),
             path(
                 "<int:pk>/replay/",
                 wrap(require_POST(self.replay_one_view)),
@@ -306,6 +374,54 @@ class WebhookEventAdmin(admin.ModelAdmin):
             **dashboard.snapshot(),
         }
         return TemplateResponse(request, "admin/webhooks_app/dashboard.html", context)
+
+    def controls_view(self, request: HttpRequest) -> HttpResponse:
+        """*Processing controls*: every source and workflow, paused or not, with its waiting
+        events and who changed it when; *Pause* and *Resume* for those who may change."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Processing controls",
+            "opts": self.opts,
+            "can_steer": self.has_pause_permission(request),
+            "tables": [
+                {
+                    "caption": "Sources",
+                    "kind": ControlKind.SOURCE.value,
+                    "filter": "source",
+                    "rows": services.controls(ControlKind.SOURCE),
+                },
+                {
+                    "caption": "Workflows",
+                    "kind": ControlKind.WORKFLOW.value,
+                    "filter": "workflow_name",
+                    "rows": services.controls(ControlKind.WORKFLOW),
+                },
+            ],
+        }
+        return TemplateResponse(request, "admin/webhooks_app/controls.html", context)
+
+    def steer_view(self, request: HttpRequest) -> HttpResponse:
+        """The controls page's *Pause* and *Resume* buttons (POST, CSRF, change permission):
+        form fields ``kind``, ``name`` and ``step``; back to the page with what was done."""
+        if not self.has_pause_permission(request):
+            raise PermissionDenied
+        kind, name, step = (request.POST.get(field, "") for field in ("kind", "name", "step"))
+        if kind not in ControlKind.values or step not in ("pause", "resume"):
+            return HttpResponseBadRequest("kind: source or workflow; step: pause or resume.")
+        by = request.user.get_username()
+        try:
+            if step == "pause":
+                services.pause(kind, name, by=by)
+                done = services.paused_sentence(kind, name)
+            else:
+                done = services.resumed_sentence(kind, name, services.resume(kind, name, by=by))
+        except services.UnknownTarget as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:webhooks_app_controls"))
 
     def replay_one_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """The *Replay* button of the dashboard's failures and of an event's page (POST, CSRF,
@@ -333,12 +449,42 @@ def _local_next(request: HttpRequest) -> str | None:
     return None
 
 
-def what_happens_next(event: WebhookEvent, now: datetime) -> str:
-    """One sentence for the top of the event's page: when it runs next, or why it does not."""
+def shown_outcome(entry: dict[str, Any]) -> str:
+    """An attempt's outcome in the history table; a lapsed lease says what happened to it."""
+    outcome = str(entry.get("outcome", ""))
+    if outcome == "lost" and entry.get("lease_lapsed"):
+        return "lease lapsed: taken over"
+    return outcome
+
+
+_HELD_BY = re.compile(r"held by event (\d+)")
+
+
+def _linked_reason(reason: str) -> str:
+    """:func:`lifecycle.waiting_reason`, escaped, the event holding this one back a link to its
+    page: the next thing to look at."""
+    held_by = _HELD_BY.match(reason)
+    if held_by is None:
+        return format_html("{}", reason)
+    url = reverse("admin:webhooks_app_webhookevent_change", args=[int(held_by[1])])
+    return format_html(
+        'held by <a href="{}">event {}</a>{}', url, held_by[1], reason[held_by.end() :]
+    )
+
+
+def what_happens_next(event: WebhookEvent, now: datetime, *, held: bool = False) -> str:
+    """One sentence for the top of the event's page: when it runs next, or why it does not.
+    ``held``: something holds it back (the summary says what), not a missing worker."""
     attempts, most = event.attempts, webhook_settings.MAX_ATTEMPTS
     if event.status == EventStatus.PENDING:
         queued = event.next_attempt_at or event.received_at
         waited = now - queued
+        if held:
+            return format_html(
+                "Pending since {} ({} ago); it starts by itself once nothing holds it back.",
+                local_time(queued),
+                human_duration(waited),
+            )
         hint = (
             " If that is long, check that a qcluster runs (the dashboard counts the clusters)."
             if waited.total_seconds() > webhook_settings.RECOVERY_GRACE

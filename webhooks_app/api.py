@@ -1,4 +1,5 @@
-"""The staff-only REST API (list, detail, replay) and its OpenAPI schema.
+"""The staff-only REST API (events: list, detail, replay; sources and workflows: list, pause,
+resume) and its OpenAPI schema.
 
 The views carry drf-spectacular's ``AutoSchema`` themselves, so a host project needs no
 ``DEFAULT_SCHEMA_CLASS`` setting for ``/webhooks/api/schema/`` to work.
@@ -7,7 +8,8 @@ The views carry drf-spectacular's ``AutoSchema`` themselves, so a host project n
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from django.urls import include, path, reverse
@@ -18,13 +20,14 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webhooks_app import services
 from webhooks_app.conf import webhook_settings
-from webhooks_app.models import EventStatus, WebhookEvent
+from webhooks_app.models import ControlKind, EventStatus, WebhookEvent
 from webhooks_app.openapi import documented
 
 
@@ -68,13 +71,17 @@ def sees_operator_details(request: Request, token: str) -> bool:
     return bearer_token_matches(request, token) or is_staff_with(request.user, "view")
 
 
+#: The actions that change what runs: they need the change permission, reading needs view.
+CHANGING_ACTIONS = frozenset({"replay", "pause", "resume"})
+
+
 class StaffWithModelPermission(permissions.BasePermission):
     """Staff only, and the model permission for the action: view to read (the schema too),
-    change to replay."""
+    change to replay, pause or resume."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        replay = getattr(view, "action", None) == "replay"
-        return is_staff_with(request.user, "change" if replay else "view")
+        changing = getattr(view, "action", None) in CHANGING_ACTIONS
+        return is_staff_with(request.user, "change" if changing else "view")
 
 
 class EventPagination(CursorPagination):
@@ -97,10 +104,13 @@ class WebhookEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+#: One serializer for every error body: drf-spectacular warns of (and may mix up) two
+#: components of the same name.
+API_ERROR = inline_serializer("ApiError", {"detail": serializers.CharField()})
+
+
 def api_error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(
-        inline_serializer("ApiError", {"detail": serializers.CharField()}), description=description
-    )
+    return OpenApiResponse(API_ERROR, description=description)
 
 
 MAX_FILTER_LENGTH = 255
@@ -181,6 +191,94 @@ class WebhookEventViewSet(
         return Response(
             {"replayed": services.replay_events(WebhookEvent.objects.filter(pk=event.pk))}
         )
+
+
+class ControlStateSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    paused = serializers.BooleanField()
+    waiting = serializers.IntegerField(help_text="Its pending and failed events.")
+    changed_at = serializers.DateTimeField(
+        allow_null=True, help_text="When it was last paused or resumed; null if never."
+    )
+    changed_by = serializers.CharField(help_text="Who did it: a user name, or the command's.")
+
+
+CONTROL_NAME = OpenApiParameter(
+    "name", str, OpenApiParameter.PATH, description="The source's or the workflow's name."
+)
+NO_SUCH_TARGET = api_error("No such source or workflow; the detail names the known ones.")
+
+
+class ProcessingControlViewSet(OperatorAuthentication, viewsets.ViewSet):
+    """Every configured source (or registered workflow), paused or not, with its waiting
+    events; pausing and resuming it (contract §9). Subclasses say which ``kind``."""
+
+    kind: ClassVar[str]
+    schema = AutoSchema()
+    permission_classes = [StaffWithModelPermission]
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"  # workflow names may hold dots
+
+    @documented(responses={200: ControlStateSerializer(many=True), **REFUSALS})
+    def list(self, request: Request) -> Response:
+        return Response(ControlStateSerializer(services.controls(self.kind), many=True).data)
+
+    @documented(
+        request=None,
+        parameters=[CONTROL_NAME],
+        responses={
+            200: inline_serializer(
+                "Paused", {"name": serializers.CharField(), "paused": serializers.BooleanField()}
+            ),
+            **REFUSALS,
+            404: NO_SUCH_TARGET,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, name: str) -> Response:
+        """New attempts of its events wait until it is resumed; running ones finish."""
+        self._steer(services.pause, name)
+        return Response({"name": name, "paused": True})
+
+    @documented(
+        request=None,
+        parameters=[CONTROL_NAME],
+        responses={
+            200: inline_serializer(
+                "Resumed",
+                {
+                    "name": serializers.CharField(),
+                    "paused": serializers.BooleanField(),
+                    "requeued": serializers.IntegerField(),
+                },
+            ),
+            **REFUSALS,
+            404: NO_SUCH_TARGET,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, name: str) -> Response:
+        """Its waiting events go back on the queue (``requeued``: how many)."""
+        requeued = self._steer(services.resume, name)
+        return Response({"name": name, "paused": False, "requeued": requeued})
+
+    def _steer(self, step: Callable[..., Any], name: str) -> Any:
+        try:
+            return step(self.kind, name, by=self.request.user.get_username())
+        except services.UnknownTarget as exc:
+            raise NotFound(str(exc)) from None
+
+
+class SourceControlViewSet(ProcessingControlViewSet):
+    """``/webhooks/api/sources/``."""
+
+    kind = ControlKind.SOURCE
+
+
+class WorkflowControlViewSet(ProcessingControlViewSet):
+    """``/webhooks/api/workflows/``."""
+
+    kind = ControlKind.WORKFLOW
 
 
 class SchemaView(OperatorAuthentication, SpectacularAPIView):

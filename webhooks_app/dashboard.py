@@ -1,4 +1,4 @@
-"""The numbers behind the admin dashboard.
+"""The numbers behind the admin dashboard, and which sources and workflows are paused.
 
 Every query is bounded by a time window on an indexed column (``received_at``) or by a LIMIT,
 so the page costs the same on ten events as on a million: no full-table COUNT(*).
@@ -16,7 +16,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from webhooks_app import checks, queue
-from webhooks_app.models import EventStatus, WebhookEvent
+from webhooks_app.models import EventStatus, ProcessingControl, WebhookEvent
 
 #: Processing latencies are computed from at most this many recent successes.
 LATENCY_SAMPLE = 1000
@@ -133,6 +133,16 @@ def recent_failures() -> list[WebhookEvent]:
     )
 
 
+def paused_controls() -> list[tuple[str, str]]:
+    """``(kind, name)`` of every paused source and workflow, in one query (the table holds a
+    row per source or workflow ever paused or limited, never per event)."""
+    return list(
+        ProcessingControl.objects.filter(paused=True)
+        .order_by("kind", "name")
+        .values_list("kind", "name")
+    )
+
+
 #: Room left of the plot for the count labels, and below it for the time labels.
 AXIS_LEFT, AXIS_BOTTOM, AXIS_TOP = 34, 20, 8
 #: The hourly chart labels every third hour (on the local clock); the daily one every day.
@@ -208,6 +218,7 @@ def snapshot() -> dict[str, Any]:
         "latency": latencies(day_ago),
         "queue": queue.queue_info(),
         "missing_secrets": checks.missing_secret_errors(),  # E003, shown above everything
+        "paused": paused_controls(),
         "hourly": chart_svg(timeline(day_ago, "hour"), "hour"),
         "daily": chart_svg(timeline(week_ago, "day"), "day"),
         "by_source": breakdown("source", day_ago),

@@ -172,6 +172,17 @@ def resume(kind: str, name: str, *, by: str = "") -> int:
     return lifecycle.requeue_waiting(kind, name) if lifted else 0
 
 
+def paused_sentence(kind: str, name: str) -> str:
+    """What a pause did, as the commands print it and the admin says it."""
+    return f"Paused {kind} {name!r}."
+
+
+def resumed_sentence(kind: str, name: str, requeued: int) -> str:
+    """What a resume did, as the commands print it and the admin says it."""
+    events = "event" if requeued == 1 else "events"
+    return f"Resumed {kind} {name!r}: {requeued} waiting {events} put back on the queue."
+
+
 def controls(kind: str) -> list[ControlState]:
     """Every source (or workflow) with its pause state and its waiting backlog, in two
     queries."""

@@ -2,13 +2,20 @@ from django.db.transaction import non_atomic_requests
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from webhooks_app.api import SchemaView, WebhookEventViewSet
+from webhooks_app.api import (
+    SchemaView,
+    SourceControlViewSet,
+    WebhookEventViewSet,
+    WorkflowControlViewSet,
+)
 from webhooks_app.views import HealthView, WebhookView
 
 app_name = "webhooks_app"
 
 router = SimpleRouter()
 router.register("api/events", WebhookEventViewSet, basename="event")
+router.register("api/sources", SourceControlViewSet, basename="source")
+router.register("api/workflows", WorkflowControlViewSet, basename="workflow")
 
 urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
