@@ -713,11 +713,7 @@ def _stranded_statement(vendor: str, status: str) -> str:
     received) before the cutoff, or ``failed`` with its retry time before it. Parameters: the
     cutoff, the most ids to return."""
     events = sql.table()
-    queued = (
-        f"COALESCE({sql.quote('next_attempt_at')}, {sql.quote('received_at')})"
-        if status == PENDING
-        else sql.quote("next_attempt_at")
-    )
+    queued = sql.queued_at() if status == PENDING else sql.quote("next_attempt_at")
     return (
         f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('status')} = '{status}' "  # noqa: S608
         f"AND {queued} < %s AND {_not_paused(events)} AND {_key_free(events)} "

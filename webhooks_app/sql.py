@@ -94,6 +94,12 @@ def table() -> str:
     return quote(WebhookEvent._meta.db_table)
 
 
+def queued_at() -> str:
+    """When a ``pending`` event was last put on the queue (or received): what says that its task
+    is overdue, for the duplicate that re-enqueues it and for recovery."""
+    return f"COALESCE({quote('next_attempt_at')}, {quote('received_at')})"
+
+
 @functools.cache
 def insert_unless_duplicate(vendor: str) -> str:
     """Insert one event, or nothing if its ``(source, webhook_id)`` or its ``(source,
@@ -122,8 +128,7 @@ def stored(vendor: str, key: str) -> str:
     """
     return (
         f"SELECT {quote('id')}, {quote('status')}, "  # noqa: S608
-        f"{quote('status')} = '{EventStatus.PENDING.value}' AND "
-        f"COALESCE({quote('next_attempt_at')}, {quote('received_at')}) < %s, "
+        f"{quote('status')} = '{EventStatus.PENDING.value}' AND {queued_at()} < %s, "
         f"{quote('webhook_id')} FROM {table()} "
         f"WHERE {quote('source')} = %s AND {quote(key)} = %s"
     )
