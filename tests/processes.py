@@ -67,10 +67,20 @@ class Process:
         Signalling the whole group at once would kill qcluster's workers under its sentinel,
         which can wedge it (django-q2 issue #23).
         """
+        self.terminate()
+        self.reap(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM to the main process, unless it has ended. Send it once: a second SIGTERM
+        while qcluster stops re-enters its stop and can hang it."""
         if self.popen.poll() is None:
             self.popen.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout)
+
+    def reap(self, timeout: float = 15) -> None:
+        """Wait up to ``timeout`` for the main process to end, then SIGKILL what is left of
+        its group."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
         self.kill()
         self.log.close()
 
@@ -150,14 +160,66 @@ class Cluster(Process):
             "qcluster", [sys.executable, "manage.py", "qcluster"], env or subprocess_env()
         )
 
+    def kill_main(self) -> None:
+        """SIGKILL only the main process: its sentinel and workers live on, orphaned, and finish
+        what they run (a node whose supervisor died, not its workers). :meth:`kill` or
+        :meth:`stop` still ends them: the process group outlives its leader."""
+        os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is a live process of this cluster (main, sentinel or worker)."""
+        try:
+            return os.getpgid(pid) == self.popen.pid
+        except ProcessLookupError:
+            return False
+
+
+def wait_for_workers(*clusters: Cluster, timeout: float = 30) -> None:
+    """Until every cluster reports its full pool of workers (as health shows them), so that a
+    test measuring several nodes does not start while one of them is still spawning."""
+    from django.conf import settings
+    from django_q.status import Stat
+
+    from webhooks_app import queue
+
+    size = settings.Q_CLUSTER["workers"]
+
+    def ready() -> bool:
+        pools = [stat.workers for stat in Stat.get_all(broker=queue.broker())]
+        return all(
+            any(len(pool) == size and all(map(cluster.owns, pool)) for pool in pools)
+            for cluster in clusters
+        )
+
+    wait_until(ready, timeout=timeout, interval=0.2)
+
+
+def stop_all(*processes: Process) -> None:
+    """:meth:`Process.stop` several processes, their graceful shutdowns side by side instead of
+    one after the other."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.reap()
+
+
+def deliver(server: Server, body: bytes, source: str = "generic") -> tuple[int, Any]:
+    """POST a generic-scheme body to ``/webhooks/<source>/`` on a real server, signed with the
+    test secret; returns the status and the parsed answer."""
+    from tests.conftest import sign
+
+    headers = {"Content-Type": "application/json", "X-Webhook-Signature": sign(body)}
+    status, answer, _ = server.request("POST", f"/webhooks/{source}/", body, headers)
+    return status, answer
+
 
 @contextmanager
 def running(*processes: Process) -> Iterator[None]:
     try:
         yield
     finally:
-        for process in processes:
-            process.stop()
+        stop_all(*processes)
 
 
 def manage_py(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

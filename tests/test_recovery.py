@@ -12,8 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from tests.conftest import envelope, queued_tasks, sign
-from tests.processes import Cluster, wait_until
+from tests.conftest import envelope, queued_tasks
 from tests.testapp.models import Execution
 from webhooks_app import queue, tasks
 from webhooks_app.models import EventStatus, WebhookEvent
@@ -128,48 +127,6 @@ def test_recovery_schedule_exists_and_the_scheduler_runs_it():
     Schedule.objects.filter(pk=schedule.pk).update(next_run=ago(1))
     scheduler(broker=queue.broker())
     assert queued_tasks() == 1
-
-
-@pytest.mark.process
-def test_kill_9_of_the_whole_cluster_mid_workflow_then_restart_succeeds(server):
-    """SIGKILL the cluster while the workflow sleeps; after a restart the event still succeeds.
-
-    The killed worker's lease lapses; the restarted cluster's workers take the attempt back
-    (their heartbeat) and run it again, whatever the broker (with Redis the task died with the
-    worker).
-    """
-    first = Cluster()
-    try:
-        body = envelope("sleep", "killed-mid-run", seconds=3)
-        status, answer, _ = server.request(
-            "POST", "/webhooks/generic/", body,
-            {"Content-Type": "application/json", "X-Webhook-Signature": sign(body)},
-        )  # fmt: skip
-        assert status == 202, answer
-        wait_until(
-            lambda: Execution.objects.filter(webhook_id="killed-mid-run").exists(), timeout=20
-        )
-    finally:
-        first.kill()
-    assert WebhookEvent.objects.get(webhook_id="killed-mid-run").status == EventStatus.RUNNING
-
-    second = Cluster()
-    try:
-        wait_until(
-            lambda: (
-                WebhookEvent.objects.get(webhook_id="killed-mid-run").status
-                == EventStatus.SUCCEEDED
-            ),
-            timeout=60,
-        )
-    finally:
-        second.stop()
-    event = WebhookEvent.objects.get(webhook_id="killed-mid-run")
-    assert event.attempts == 2
-    # At least once for the workflow, exactly once for its effect.
-    assert Execution.objects.filter(webhook_id="killed-mid-run").count() == 2
-    assert event.effects.count() == 1
-    assert event.result == {"slept": 3, "first": True}
 
 
 @pytest.mark.django_db(transaction=True)
