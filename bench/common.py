@@ -60,11 +60,12 @@ def terminate_on_sigterm() -> None:
 # -- deliveries ------------------------------------------------------------------------------
 
 
-def envelope(webhook_id: str, workflow: str = "noop") -> bytes:
-    """A generic-source body, as a sender would serialise it."""
-    return json.dumps(
-        {"workflow_name": workflow, "inputs": {"n": 1}, "webhook_id": webhook_id}
-    ).encode()
+def envelope(webhook_id: str, workflow: str = "noop", order_key: str | None = None) -> bytes:
+    """A generic-source body, as a sender would serialise it (``order_key`` only if given)."""
+    body: dict[str, Any] = {"workflow_name": workflow, "inputs": {"n": 1}, "webhook_id": webhook_id}
+    if order_key is not None:
+        body["order_key"] = order_key
+    return json.dumps(body).encode()
 
 
 def signature(body: bytes, *, valid: bool = True) -> str:

@@ -38,3 +38,15 @@ class SoakEffect(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class RawCompletion(models.Model):
+    """The drain's raw django-q2 floor (bench/drain.py): one row per finished task, written by
+    the task itself in one autocommit INSERT, the least a task can do to be seen to finish.
+    ``tag`` names the drain; no index but the primary key, so the INSERT stays that cheap."""
+
+    tag = models.CharField(max_length=64)
+    done_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.tag

@@ -11,7 +11,7 @@ import random
 import time
 from typing import Any
 
-from bench.models import SoakEffect, SoakRun
+from bench.models import RawCompletion, SoakEffect, SoakRun
 from webhooks_app import workflow
 from webhooks_app.effects import once
 
@@ -21,8 +21,21 @@ def noop(inputs: dict[str, Any], event: Any) -> None:
     """The app's no-op workflow (``{"workflow_name": "noop"}``)."""
 
 
+@workflow("noop_limited", concurrency=1)
+def noop_limited(inputs: dict[str, Any], event: Any) -> None:
+    """The same no-op, one attempt at a time across the cluster: the steered drain's second
+    workflow. With the bench's 2 workers a limit of 2 could never be reached; 1 is met whenever
+    both workers take one of its events at once, so the drain pays for refusals and hand-ons."""
+
+
+def raw_noop(tag: str) -> None:
+    """The drain's raw django-q2 floor: a task that does nothing but record, in one autocommit
+    INSERT, that it finished (the product's attempt records its outcome on the event row)."""
+    RawCompletion.objects.create(tag=tag)
+
+
 def noop_task(*args: Any) -> None:
-    """The same for raw django-q2 ``async_task`` and for the naive receiver's tasks."""
+    """The naive receiver's task (bench/views.py; the ingest benchmark runs no cluster)."""
 
 
 #: Upper bound of the soak workflow's pretend work: long enough that a SIGKILL of a qcluster

@@ -325,3 +325,36 @@ def test_the_unflushed_outcome_does_not_leak_into_the_session():
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"
+
+
+def test_an_event_whose_key_was_freed_between_the_claim_and_the_read_is_claimed(statements):
+    """The race the drain benchmark found: the claim saw the key held, its holder finished and
+    found nothing marked to wake, then the refusal's read saw the key free. The event must be
+    claimed then, not left for recovery."""
+    keyed("1", status=EventStatus.SUCCEEDED)  # the holder, finished meanwhile
+    second = keyed("2")
+    event = lifecycle._claim_refused(second.pk, timezone.now(), frozenset(), marked=False)
+    assert event is not None and event.pk == second.pk and event.status == EventStatus.RUNNING
+
+
+def test_the_key_and_slot_lookups_use_their_partial_indexes():
+    """Neither the key's holders nor the events waiting for a slot are found by reading a
+    key's or a workflow's whole history."""
+    from django.db import connection
+
+    keyed("1")
+    second = keyed("2")
+    limited("w", "two_at_a_time", waiting_for="concurrency")
+    plans = {}
+    with connection.cursor() as cursor:
+        for name, statement, params in [
+            ("key", lifecycle._reason_statement(connection.vendor), [second.pk]),
+            ("slot", lifecycle._next_for_slot_statement(connection.vendor), ["two_at_a_time", timezone.now()]),
+        ]:  # fmt: skip
+            explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(explain + statement, params)
+            plans[name] = " ".join(str(part) for row in cursor.fetchall() for part in row)
+    assert "webhooks_ev_order_key_idx" in plans["key"]
+    assert "webhooks_ev_waiting_slot_idx" in plans["slot"]

@@ -33,7 +33,13 @@ from django.utils import timezone
 from webhooks_app import queue, registry, signals, sql
 from webhooks_app.conf import Rate, webhook_settings
 from webhooks_app.logutil import printable
-from webhooks_app.models import ControlKind, EventStatus, ProcessingControl, WebhookEvent
+from webhooks_app.models import (
+    UNFINISHED_STATUSES,
+    ControlKind,
+    EventStatus,
+    ProcessingControl,
+    WebhookEvent,
+)
 
 logger = logging.getLogger("webhooks_app")
 
@@ -100,9 +106,17 @@ def _key_holders(alias: str) -> str:
     return (
         f"FROM {sql.table()} k WHERE k.{sql.quote('source')} = {_col(alias, 'source')} "
         f"AND k.{sql.quote('order_key')} = {_col(alias, 'order_key')} "
+        f"AND {_unfinished('k')} "
         f"AND k.{pk} <> {_col(alias, 'id')} AND (k.{status} = '{RUNNING}' "
         f"OR (k.{pk} < {_col(alias, 'id')} AND k.{status} IN ('{PENDING}', '{FAILED}')))"
     )
+
+
+def _unfinished(alias: str) -> str:
+    """Spelt as the partial index ``webhooks_ev_order_key_idx`` is, so that SQLite's planner
+    (which matches the terms as written) uses it too."""
+    statuses = ", ".join(f"'{status.value}'" for status in UNFINISHED_STATUSES)
+    return f"{_col(alias, 'status')} IN ({statuses})"
 
 
 def _key_free(alias: str) -> str:
@@ -175,9 +189,10 @@ def _claim(event_id: int, now: datetime, exclude: Iterable[str] = ()) -> Webhook
 def _refusal_statement(vendor: str) -> str:
     """Parameters: now, id."""
     events = sql.table()
+    key = _col(events, "order_key")
     return (
-        f"SELECT {sql.quote('workflow_name')}, "  # noqa: S608
-        f"{_col(events, 'order_key')} IS NOT NULL AND NOT {_key_free(events)}, "
+        f"SELECT {sql.quote('workflow_name')}, {key} IS NOT NULL, "  # noqa: S608
+        f"{key} IS NOT NULL AND NOT {_key_free(events)}, "
         f"{sql.quote('waiting_for')}, {sql.quote('next_attempt_at')}, {_lapsed(events)} "
         f"FROM {events} WHERE {sql.quote('id')} = %s"
     )
@@ -192,21 +207,21 @@ def _claim_refused(
         row = cursor.fetchone()
     if row is None:
         return None
-    workflow, key_held, waiting_for, next_attempt_at, lapsed = row
+    workflow, keyed, key_held, waiting_for, next_attempt_at, lapsed = row
     if lapsed:
         # A redelivered task for an attempt whose worker is gone: take it back, then claim.
         if take_back(event_id, now, enqueue=False) == "running":
             return claim(event_id, timezone.now())
         return None
-    if key_held:
-        if marked:
-            return None
-        # Marked first, then claimed once more: the key's event either finished before this
-        # second claim (which then succeeds) or finishes after the mark, and wakes it.
+    if keyed and not marked and (key_held or workflow not in limited):
+        # Held by its key now, or when the claim ran (the key's event may have finished since,
+        # and found nothing marked to wake). Marked first, then claimed once more: the key's
+        # event either finished before this second claim (which then succeeds) or finishes
+        # after the mark, and wakes it.
         _mark_waiting(event_id, "key", now)
         event = _claim(event_id, now, exclude=limited)
         return event or _claim_refused(event_id, now, limited, marked=True)
-    if workflow in limited:
+    if workflow in limited and not key_held:
         return _claim_limited(event_id, workflow, waiting_for, next_attempt_at, now)
     return None
 
@@ -527,9 +542,8 @@ def _next_of_key_statement(vendor: str) -> str:
     events = sql.table()
     return (
         f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('id')} = ("  # noqa: S608
-        f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('source')} = %s "
-        f"AND {sql.quote('order_key')} = %s "
-        f"AND {sql.quote('status')} IN ('{PENDING}', '{FAILED}', '{RUNNING}') "
+        f"SELECT {sql.quote('id')} FROM {events} k WHERE k.{sql.quote('source')} = %s "
+        f"AND k.{sql.quote('order_key')} = %s AND {_unfinished('k')} "
         f"ORDER BY {sql.quote('id')} LIMIT 1) "
         f"AND {sql.quote('waiting_for')} <> '' AND {_due(events)}"
     )

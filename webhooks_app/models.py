@@ -23,6 +23,8 @@ class EventStatus(models.TextChoices):
 #: Events in these states are finished: cleanup may delete them, nothing will run them again
 #: unless replayed.
 FINISHED_STATUSES = (EventStatus.SUCCEEDED, EventStatus.DEAD, EventStatus.IGNORED)
+#: The others: what can still hold an ordering key.
+UNFINISHED_STATUSES = (EventStatus.PENDING, EventStatus.RUNNING, EventStatus.FAILED)
 
 
 class WebhookEvent(models.Model):
@@ -81,11 +83,18 @@ class WebhookEvent(models.Model):
             # Status filters, cleanup (finished and old) and recovery (stranded and old).
             models.Index(fields=["status", "received_at"], name="webhooks_ev_status_idx"),
             models.Index(fields=["workflow_name", "received_at"], name="webhooks_ev_workflow_idx"),
-            # The events of one ordering key, in received order; unordered events are not in it.
+            # The unfinished events of one ordering key, in received order: what holds a key
+            # back, found without reading the key's history. Unordered events are not in it.
             models.Index(
                 fields=["source", "order_key", "id"],
                 name="webhooks_ev_order_key_idx",
-                condition=models.Q(order_key__isnull=False),
+                condition=models.Q(order_key__isnull=False, status__in=UNFINISHED_STATUSES),
+            ),
+            # The events waiting for a slot of their workflow's concurrency limit.
+            models.Index(
+                fields=["workflow_name", "id"],
+                name="webhooks_ev_waiting_slot_idx",
+                condition=models.Q(waiting_for="concurrency"),
             ),
         ]
 
