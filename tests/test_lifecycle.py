@@ -187,6 +187,7 @@ def test_events_of_one_key_run_one_at_a_time_in_received_order(statements):
     assert lifecycle.claim(second.pk, timezone.now()) is None  # still held while it runs
     before = queued_tasks()
     lifecycle.record_success(running, None)
+    assert lifecycle.hand_on(running) is None  # woken, not taken
     assert queued_tasks() == before + 1  # the next of the key was woken, once
     assert WebhookEvent.objects.get(pk=second.pk).waiting_for == ""
     assert lifecycle.claim(third.pk, timezone.now()) is None  # the second goes first
@@ -205,6 +206,7 @@ def test_a_failed_event_holds_its_key_until_it_is_dead(statements):
         assert running is not None
         lifecycle.record_failure(running, ValueError("still down"))
     assert status_of(first) == EventStatus.DEAD
+    assert lifecycle.hand_on(running) is None
     assert lifecycle.claim(second.pk, timezone.now()) is not None
 
 
@@ -215,6 +217,7 @@ def test_a_replayed_older_event_does_not_run_beside_a_later_one_of_its_key():
     services.replay_events(WebhookEvent.objects.filter(pk=old.pk))
     assert lifecycle.claim(old.pk, timezone.now()) is None
     lifecycle.record_success(running, None)
+    assert lifecycle.hand_on(running) is None  # woken, not taken
     assert lifecycle.claim(old.pk, timezone.now()) is not None
 
 
@@ -242,6 +245,7 @@ def test_concurrency_limit_refuses_and_hands_the_slot_on(statements):
     before = queued_tasks()
     assert claimed[0] is not None
     lifecycle.record_success(claimed[0], None)
+    assert lifecycle.hand_on(claimed[0]) is None  # woken, not taken
     assert queued_tasks() == before + 1  # one wake, the oldest waiting event
     assert WebhookEvent.objects.get(pk=events[2].pk).waiting_for == ""
     assert WebhookEvent.objects.get(pk=events[3].pk).waiting_for == "concurrency"
@@ -358,3 +362,30 @@ def test_the_key_and_slot_lookups_use_their_partial_indexes():
             plans[name] = " ".join(str(part) for row in cursor.fetchall() for part in row)
     assert "webhooks_ev_order_key_idx" in plans["key"]
     assert "webhooks_ev_waiting_slot_idx" in plans["slot"]
+
+
+def test_a_finished_attempt_hands_its_key_and_its_slot_to_the_same_worker():
+    """With ``take`` the next event is claimed for the caller's worker instead of going round
+    the queue."""
+    first, second = keyed("1"), keyed("2")
+    assert lifecycle.claim(second.pk, timezone.now()) is None  # marked behind the first
+    running = lifecycle.claim(first.pk, timezone.now())
+    assert running is not None and lifecycle.record_success(running, None) == "succeeded"
+    taken = lifecycle.hand_on(running, take=True)
+    assert taken is not None and taken.pk == second.pk and taken.status == EventStatus.RUNNING
+    assert queued_tasks() == 0
+    slot_events = [limited(str(n), "one_at_a_time") for n in range(2)]
+    holder = lifecycle.claim(slot_events[0].pk, timezone.now())
+    assert holder is not None and lifecycle.claim(slot_events[1].pk, timezone.now()) is None
+    assert lifecycle.record_success(holder, None) == "succeeded"
+    taken = lifecycle.hand_on(holder, take=True)
+    assert taken is not None and taken.pk == slot_events[1].pk
+    assert queued_tasks() == 0
+
+
+def test_an_outcome_of_a_taken_back_attempt_is_not_recorded_nor_handed_on():
+    event = lifecycle.claim(make_event("evt").pk, timezone.now())
+    assert event is not None
+    WebhookEvent.objects.filter(pk=event.pk).update(attempts=2)
+    assert lifecycle.record_success(event, None) == lifecycle.TAKEN_BACK
+    assert lifecycle.record_failure(event, ValueError("late")) == lifecycle.TAKEN_BACK

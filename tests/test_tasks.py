@@ -69,7 +69,8 @@ def test_failure_is_retried_then_dead(django_capture_on_commit_callbacks):
     signals.event_failed.connect(lambda **kw: failures.append(kw), weak=False, dispatch_uid="t2")
     try:
         for attempt in range(1, settings.WEBHOOKS["MAX_ATTEMPTS"] + 1):
-            assert tasks.process_event(event.pk) == "failed"
+            last = attempt == settings.WEBHOOKS["MAX_ATTEMPTS"]
+            assert tasks.process_event(event.pk) == ("dead" if last else "failed")
             event.refresh_from_db()
             assert event.attempts == attempt
     finally:
@@ -177,7 +178,7 @@ def test_an_error_with_a_nul_character_is_stored_escaped_and_retried_as_usual(po
     event = delivered(post_webhook, "fail_with_nul", "nul-error")
     max_attempts = settings.WEBHOOKS["MAX_ATTEMPTS"]
     for attempt in range(1, max_attempts + 1):
-        assert tasks.process_event(event.pk) == "failed"
+        assert tasks.process_event(event.pk) == ("failed" if attempt < max_attempts else "dead")
         event.refresh_from_db()
         assert event.attempts == attempt
         assert event.status == (EventStatus.FAILED if attempt < max_attempts else EventStatus.DEAD)
@@ -204,3 +205,17 @@ def test_timeout_is_recorded_and_reraised(monkeypatch):
     event.refresh_from_db()
     assert event.status == EventStatus.FAILED
     assert "exceeded maximum timeout" in event.error
+
+
+def test_a_task_runs_what_its_attempt_hands_on():
+    """The next event of a key runs in the same task, without going round the queue."""
+    first = make_event(webhook_id="first", order_key="k")
+    second = make_event(webhook_id="second", order_key="k")
+    assert tasks.process_event(second.pk).startswith("skipped")  # held, and marked
+    assert tasks.process_event(first.pk) == "succeeded (then 1 handed on)"
+    second.refresh_from_db()
+    assert (second.status, second.attempts) == (EventStatus.SUCCEEDED, 1)
+    assert list(Execution.objects.values_list("webhook_id", flat=True).order_by("pk")) == [
+        "first",
+        "second",
+    ]

@@ -187,14 +187,14 @@ def _claim(event_id: int, now: datetime, exclude: Iterable[str] = ()) -> Webhook
 
 @functools.cache
 def _refusal_statement(vendor: str) -> str:
-    """Parameters: now, id."""
+    """Parameters: now, now, id."""
     events = sql.table()
     key = _col(events, "order_key")
     return (
         f"SELECT {sql.quote('workflow_name')}, {key} IS NOT NULL, "  # noqa: S608
         f"{key} IS NOT NULL AND NOT {_key_free(events)}, "
-        f"{sql.quote('waiting_for')}, {sql.quote('next_attempt_at')}, {_lapsed(events)} "
-        f"FROM {events} WHERE {sql.quote('id')} = %s"
+        f"{sql.quote('waiting_for')}, {sql.quote('next_attempt_at')}, {_lapsed(events)}, "
+        f"{_due(events)} FROM {events} WHERE {sql.quote('id')} = %s"
     )
 
 
@@ -203,15 +203,19 @@ def _claim_refused(
 ) -> WebhookEvent | None:
     """Why the claim refused event ``event_id``, and what follows from it."""
     with _connection().cursor() as cursor:
-        cursor.execute(_refusal_statement(_connection().vendor), [_adapt(now), event_id])
+        cursor.execute(
+            _refusal_statement(_connection().vendor), [_adapt(now), _adapt(now), event_id]
+        )
         row = cursor.fetchone()
     if row is None:
         return None
-    workflow, keyed, key_held, waiting_for, next_attempt_at, lapsed = row
+    workflow, keyed, key_held, waiting_for, next_attempt_at, lapsed, due = row
     if lapsed:
         # A redelivered task for an attempt whose worker is gone: take it back, then claim.
         if take_back(event_id, now, enqueue=False) == "running":
             return claim(event_id, timezone.now())
+        return None
+    if not due:  # running, finished, or its retry is later: this task has nothing to do
         return None
     if keyed and not marked and (key_held or workflow not in limited):
         # Held by its key now, or when the claim ran (the key's event may have finished since,
@@ -393,9 +397,15 @@ def _finish(event: WebhookEvent, **fields: Any) -> bool:
         return bool(cursor.rowcount)
 
 
+#: What recording an outcome returns when the attempt's lease had been taken back meanwhile:
+#: nothing was written, and nothing is handed on.
+TAKEN_BACK = "taken back"
+
+
 def record_success(event: WebhookEvent, result: Any) -> str:
-    """Store what the workflow returned; returns ``"succeeded"``, or ``"dead"`` when the result
-    cannot be stored (:func:`why_unstorable`).
+    """Store what the workflow returned; returns ``"succeeded"``, ``"dead"`` when the result
+    cannot be stored (:func:`why_unstorable`), or :data:`TAKEN_BACK`. The caller hands on
+    (:func:`hand_on`).
 
     An unstorable result ends the event ``dead`` at once, not ``failed`` with a retry: the
     workflow has finished and done its work, and running it again would repeat its effects
@@ -409,10 +419,9 @@ def record_success(event: WebhookEvent, result: Any) -> str:
             "again, so that its effects are not repeated; fix what it returns, then replay the "
             "event."
         )
-        _record_failed_attempt(event, error=message, summary=message, will_retry=False)
-        return "dead"
+        return _record_failed_attempt(event, error=message, summary=message, will_retry=False)
     finished = timezone.now()
-    if _finish(
+    if not _finish(
         event,
         status=EventStatus.SUCCEEDED,
         result=result,
@@ -421,8 +430,8 @@ def record_success(event: WebhookEvent, result: Any) -> str:
         next_attempt_at=None,
         history=[*event.history, attempt_entry(event, finished, "succeeded")],
     ):
-        hand_on(event)
-        signals.event_succeeded.send(sender=WebhookEvent, event=event, result=result)
+        return TAKEN_BACK
+    signals.event_succeeded.send(sender=WebhookEvent, event=event, result=result)
     return "succeeded"
 
 
@@ -468,10 +477,10 @@ def retry_delay(attempt: int) -> float:
     return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
 
 
-def record_failure(event: WebhookEvent, exc: BaseException) -> None:
+def record_failure(event: WebhookEvent, exc: BaseException) -> str:
     """A raising workflow: ``failed`` and retried after the backoff, or ``dead`` when that was
-    the last attempt."""
-    _record_failed_attempt(
+    the last attempt; returns which (or :data:`TAKEN_BACK`). The caller hands on."""
+    return _record_failed_attempt(
         event,
         error=_storable_text("".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))),
         summary=f"{type(exc).__name__}: {exc}",
@@ -481,7 +490,7 @@ def record_failure(event: WebhookEvent, exc: BaseException) -> None:
 
 def _record_failed_attempt(
     event: WebhookEvent, *, error: str, summary: str, will_retry: bool
-) -> None:
+) -> str:
     """End the attempt ``failed``: a retry scheduled (or queued at once), or the event ``dead``.
 
     ``error`` (stored as the event's error) must be storable text; ``summary`` goes into the
@@ -508,8 +517,7 @@ def _record_failed_attempt(
             else:
                 queue.schedule_retry(event.pk, event.attempts + 1, next_attempt)
     if not finished_ok:
-        return
-    hand_on(event)
+        return TAKEN_BACK
     logger.warning(
         "Webhook event %s (%s:%s) attempt %s failed: %s%s",
         event.pk,
@@ -520,19 +528,27 @@ def _record_failed_attempt(
         f"; retry in {delay:.0f}s" if will_retry else "; now dead",
     )
     signals.event_failed.send(sender=WebhookEvent, event=event, error=error, will_retry=will_retry)
+    return "failed" if will_retry else "dead"
 
 
 # Handing on: what the end of an attempt lets start
 
 
-def hand_on(event: WebhookEvent) -> None:
-    """Wake what waited for this attempt to end: the next event of its key (once the event is
+def hand_on(event: WebhookEvent, *, take: bool = False) -> WebhookEvent | None:
+    """Start what waited for this attempt to end: the next event of its key (once the event is
     finished: a ``failed`` one keeps holding its key) and, for a concurrency-limited workflow,
-    the oldest event waiting for a slot. One wake each: no herd of re-enqueues."""
+    the oldest event waiting for a slot. One each: no herd of re-enqueues.
+
+    With ``take``, the first of them is claimed here and returned, for the caller's worker to
+    run next: a key's events then follow one another without going round the queue (where
+    each would wait behind the whole backlog). The other is woken: put on the queue.
+    """
+    taken = None
     if event.order_key is not None and event.status in (EventStatus.SUCCEEDED, EventStatus.DEAD):
-        _wake_next_of_key(event.source, event.order_key)
+        taken = _next_of_key(event.source, event.order_key, take=take)
     if registry.limits(event.workflow_name).concurrency is not None:
-        _wake_next_for_slot(event.workflow_name)
+        taken = _next_for_slot(event.workflow_name, take=take and taken is None) or taken
+    return taken
 
 
 @functools.cache
@@ -549,14 +565,18 @@ def _next_of_key_statement(vendor: str) -> str:
     )
 
 
-def _wake_next_of_key(source: str, key: str) -> None:
+def _next_of_key(source: str, key: str, *, take: bool) -> WebhookEvent | None:
     with _connection().cursor() as cursor:
         cursor.execute(
             _next_of_key_statement(_connection().vendor), [source, key, _adapt(timezone.now())]
         )
         row = cursor.fetchone()
-    if row is not None:
-        _wake(row[0])
+    if row is None:
+        return None
+    if take and (taken := _claim(row[0], timezone.now(), exclude=registry.limited_workflows())):
+        return taken
+    _wake(row[0])
+    return None
 
 
 @functools.cache
@@ -571,9 +591,11 @@ def _next_for_slot_statement(vendor: str) -> str:
     )
 
 
-def _wake_next_for_slot(workflow: str) -> None:
+def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
     """Under the workflow's lock, so that a claim refused for want of a slot has either
-    committed its mark (and is found here) or counts running attempts after this one ended."""
+    committed its mark (and is found here) or counts running attempts after this one ended.
+    Taken only where the workflow has no rate (a start would need its window)."""
+    limits = registry.limits(workflow)
     with transaction.atomic():
         _lock_workflow(workflow)
         with _connection().cursor() as cursor:
@@ -581,8 +603,13 @@ def _wake_next_for_slot(workflow: str) -> None:
                 _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
             )
             row = cursor.fetchone()
-        if row is not None:
-            _wake(row[0])
+        if row is None:
+            return None
+        free = limits.concurrency is not None and _running(workflow) < limits.concurrency
+        if take and limits.rate is None and free and (taken := _claim(row[0], timezone.now())):
+            return taken
+        _wake(row[0])
+    return None
 
 
 def _wake(event_id: int) -> None:

@@ -142,6 +142,11 @@ def enqueue_at(when: datetime, event_id: int) -> None:
         _timer.add(when, event_id)
 
 
+def task_timeout() -> float | None:
+    """django-q2's ``timeout``: how long one task may run before its worker is stopped."""
+    return float(Conf.TIMEOUT) if Conf.TIMEOUT else None
+
+
 def on_worker_start(callback: Callable[[], None]) -> None:
     """Call ``callback`` in every qcluster worker process as it starts (django-q2's
     ``post_spawn``): what a starting cluster must do before its first task."""

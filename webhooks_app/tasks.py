@@ -10,19 +10,43 @@ that django-q2 delivers twice (ORM broker lock expiry, crash redelivery) runs th
 
 from __future__ import annotations
 
+import time
+
 from django.utils import timezone
 
-from webhooks_app import lifecycle, registry, sql
+from webhooks_app import lifecycle, queue, registry, sql
 from webhooks_app.conf import webhook_settings
 from webhooks_app.heartbeat import heartbeat
+from webhooks_app.models import WebhookEvent
+
+#: Without a django-q2 ``timeout``, how long one task goes on running the events handed to it.
+FALLBACK_CHAIN_SECONDS = 15.0
 
 
 def process_event(event_id: int) -> str:
-    """Run one attempt of event ``event_id``; returns what happened (for django-q2's logs)."""
+    """Run one attempt of event ``event_id``, then what its end hands to this worker (the next
+    event of its key, a waiting event's concurrency slot), for a quarter of django-q2's
+    ``timeout`` at most: the rest is left to the queue. Returns what happened, for django-q2's
+    logs."""
     # Safe to repeat: a claim that did commit leaves nothing due for the second one.
     event = sql.retrying_lost_connection(lambda: lifecycle.claim(event_id, timezone.now()))
     if event is None:
         return "skipped: not due (running, finished, waiting for a retry, paused or held back)"
+    timeout = queue.task_timeout()
+    chain_until = time.monotonic() + (timeout / 4 if timeout else FALLBACK_CHAIN_SECONDS)
+    outcomes = []
+    while event is not None:
+        outcome = _attempt(event)
+        outcomes.append(outcome)
+        if outcome == lifecycle.TAKEN_BACK:
+            break
+        event = lifecycle.hand_on(event, take=time.monotonic() < chain_until)
+    handed = f" (then {len(outcomes) - 1} handed on)" if len(outcomes) > 1 else ""
+    return outcomes[0] + handed
+
+
+def _attempt(event: WebhookEvent) -> str:
+    """Run the claimed attempt's workflow and record its outcome; returns the outcome."""
     heartbeat.hold(event)
     try:
         func = registry.get_workflow(event.workflow_name)
@@ -32,10 +56,12 @@ def process_event(event_id: int) -> str:
             result = func(event.payload, event)
         except BaseException as exc:
             # BaseException: django-q2's timeout is a SystemExit raised inside the workflow.
-            lifecycle.record_failure(event, exc)
+            outcome = lifecycle.record_failure(event, exc)
             if not isinstance(exc, Exception):
+                if outcome != lifecycle.TAKEN_BACK:
+                    lifecycle.hand_on(event)  # the worker stops here: wake, do not take
                 raise
-            return "failed"
+            return outcome
         return lifecycle.record_success(event, result)
     finally:
         heartbeat.release(event)
