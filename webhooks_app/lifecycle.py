@@ -270,17 +270,19 @@ def _claim_limited(
     limits = registry.limits(workflow)
     rate = limits.rate
     with transaction.atomic():
-        control = _lock_workflow(workflow)
+        control = _lock_workflow(workflow, read=rate is not None)
         if limits.concurrency is not None and _running(workflow) >= limits.concurrency:
             _mark_waiting(event_id, "concurrency", now)
             return None
         if rate is not None:
+            assert control is not None
             starts = [t for t in control.rate_starts if t > now.timestamp() - rate.per_seconds]
             if len(starts) >= rate.count:
                 _defer_for_rate(control, starts, rate, event_id, now, woken=waiting_for == "rate")
                 return None
         event = _claim(event_id, now)
         if event is not None and rate is not None:
+            assert control is not None
             control.rate_starts = [*starts, now.timestamp()]
             control.save(update_fields=["rate_starts"])
     return event
@@ -308,13 +310,18 @@ def _defer_for_rate(
     transaction.on_commit(lambda: queue.enqueue_at(wake, event_id))
 
 
-def _lock_workflow(workflow: str) -> ProcessingControl:
-    """The workflow's control row (created on first use), locked until the transaction ends.
-    On SQLite the lock is the write transaction itself (``IMMEDIATE``: one at a time)."""
-    ProcessingControl.objects.get_or_create(kind=ControlKind.WORKFLOW, name=workflow)
-    return ProcessingControl.objects.select_for_update().get(
-        kind=ControlKind.WORKFLOW, name=workflow
-    )
+def _lock_workflow(workflow: str, *, read: bool) -> ProcessingControl | None:
+    """Lock the workflow's control row (created on first use) until the transaction ends, and
+    return it if ``read``. On SQLite the lock is the write transaction itself (``IMMEDIATE``:
+    one at a time), so the row is only read when it is wanted."""
+    if not read and not _connection().features.has_select_for_update:
+        return None
+    locked = ProcessingControl.objects.select_for_update()
+    try:
+        return locked.get(kind=ControlKind.WORKFLOW, name=workflow)
+    except ProcessingControl.DoesNotExist:
+        ProcessingControl.objects.get_or_create(kind=ControlKind.WORKFLOW, name=workflow)
+        return locked.get(kind=ControlKind.WORKFLOW, name=workflow)
 
 
 def _running(workflow: str) -> int:
@@ -597,7 +604,7 @@ def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
     Taken only where the workflow has no rate (a start would need its window)."""
     limits = registry.limits(workflow)
     with transaction.atomic():
-        _lock_workflow(workflow)
+        _lock_workflow(workflow, read=False)
         with _connection().cursor() as cursor:
             cursor.execute(
                 _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
