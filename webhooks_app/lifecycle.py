@@ -49,7 +49,9 @@ RECOVERY_BATCH = 500
 #: Events per transaction when a resume puts a paused backlog back on the queue.
 REQUEUE_BATCH = 500
 
-PENDING, RUNNING, FAILED = EventStatus.PENDING.value, EventStatus.RUNNING.value, "failed"
+PENDING, RUNNING, FAILED = (
+    s.value for s in (EventStatus.PENDING, EventStatus.RUNNING, EventStatus.FAILED)
+)
 
 
 def lease_duration() -> timedelta:
