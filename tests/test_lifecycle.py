@@ -389,3 +389,10 @@ def test_an_outcome_of_a_taken_back_attempt_is_not_recorded_nor_handed_on():
     WebhookEvent.objects.filter(pk=event.pk).update(attempts=2)
     assert lifecycle.record_success(event, None) == lifecycle.TAKEN_BACK
     assert lifecycle.record_failure(event, ValueError("late")) == lifecycle.TAKEN_BACK
+
+
+def test_a_limited_workflow_never_steered_shows_no_change():
+    assert lifecycle.claim(limited("1", "two_at_a_time").pk, timezone.now()) is not None
+    assert ProcessingControl.objects.filter(name="two_at_a_time").exists()  # its lock row
+    state = {s.name: s for s in services.controls(ControlKind.WORKFLOW)}["two_at_a_time"]
+    assert (state.paused, state.changed_at, state.changed_by) == (False, None, "")

@@ -260,6 +260,8 @@ def _claim_limited(
     waiting_for: str,
     next_attempt_at: datetime | None,
     now: datetime,
+    *,
+    recounted: bool = False,
 ) -> WebhookEvent | None:
     """Claim an event of a workflow with a concurrency or rate limit.
 
@@ -270,23 +272,31 @@ def _claim_limited(
     have room, spread ``1/N`` of the period apart so waiting events do not wake together.
     """
     limits = registry.limits(workflow)
-    rate = limits.rate
+    rate, concurrency = limits.rate, limits.concurrency
+    event = None
     with transaction.atomic():
         control = _lock_workflow(workflow, read=rate is not None)
-        if limits.concurrency is not None and _running(workflow) >= limits.concurrency:
+        full = concurrency is not None and _running(workflow) >= concurrency
+        if full:
             _mark_waiting(event_id, "concurrency", now)
-            return None
-        if rate is not None:
+        elif rate is not None:
             assert control is not None
             starts = [t for t in control.rate_starts if t > now.timestamp() - rate.per_seconds]
             if len(starts) >= rate.count:
                 _defer_for_rate(control, starts, rate, event_id, now, woken=waiting_for == "rate")
                 return None
-        event = _claim(event_id, now)
-        if event is not None and rate is not None:
-            assert control is not None
-            control.rate_starts = [*starts, now.timestamp()]
-            control.save(update_fields=["rate_starts"])
+            if (event := _claim(event_id, now)) is not None:
+                control.rate_starts = [*starts, now.timestamp()]
+                control.save(update_fields=["rate_starts"])
+        else:
+            event = _claim(event_id, now)
+    if full and not recounted and concurrency is not None and _running(workflow) < concurrency:
+        # Counted again once the mark is committed: an attempt that ended before the locked
+        # count may have looked for marks (without the lock, :func:`_next_for_slot`) before
+        # this one existed, so its slot is taken here.
+        return _claim_limited(
+            event_id, workflow, "concurrency", next_attempt_at, timezone.now(), recounted=True
+        )
     return event
 
 
@@ -601,24 +611,36 @@ def _next_for_slot_statement(vendor: str) -> str:
 
 
 def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
-    """Under the workflow's lock, so that a claim refused for want of a slot has either
-    committed its mark (and is found here) or counts running attempts after this one ended.
-    Taken only where the workflow has no rate (a start would need its window)."""
+    """The oldest event marked for a slot of the workflow, woken (or, with ``take``, claimed
+    for this worker where the workflow has no rate: a start would need its window).
+
+    Marks are first looked for without the lock: a claim refused for want of a slot either
+    committed its mark before this look (and is found), or counts running attempts again after
+    committing it, when this attempt's end is already visible (:func:`_claim_limited`). Only
+    when one is found is the lock taken, to hand the slot to exactly one.
+    """
     limits = registry.limits(workflow)
+    if _waiting_for_slot(workflow) is None:  # the common case: nothing waits, no lock taken
+        return None
     with transaction.atomic():
         _lock_workflow(workflow, read=False)
-        with _connection().cursor() as cursor:
-            cursor.execute(
-                _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
-            )
-            row = cursor.fetchone()
+        row = _waiting_for_slot(workflow)
         if row is None:
             return None
         free = limits.concurrency is not None and _running(workflow) < limits.concurrency
-        if take and limits.rate is None and free and (taken := _claim(row[0], timezone.now())):
+        if take and limits.rate is None and free and (taken := _claim(row, timezone.now())):
             return taken
-        _wake(row[0])
+        _wake(row)
     return None
+
+
+def _waiting_for_slot(workflow: str) -> int | None:
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
+        )
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def _wake(event_id: int) -> None:

@@ -126,7 +126,8 @@ class ProcessingControl(models.Model):
     kind = models.CharField(max_length=16, choices=ControlKind.choices)
     name = models.CharField(max_length=255)
     paused = models.BooleanField(default=False)
-    changed_at = models.DateTimeField(default=timezone.now)
+    #: When it was last paused or resumed; NULL for a limited workflow's row never steered.
+    changed_at = models.DateTimeField(null=True, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
     rate_next_at = models.DateTimeField(null=True, blank=True)
     rate_starts = models.JSONField(default=list, blank=True)
