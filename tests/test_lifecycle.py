@@ -392,7 +392,7 @@ def test_an_outcome_of_a_taken_back_attempt_is_not_recorded_nor_handed_on():
 
 
 def test_a_limited_workflow_never_steered_shows_no_change():
-    assert lifecycle.claim(limited("1", "two_at_a_time").pk, timezone.now()) is not None
-    assert ProcessingControl.objects.filter(name="two_at_a_time").exists()  # its lock row
-    state = {s.name: s for s in services.controls(ControlKind.WORKFLOW)}["two_at_a_time"]
+    assert lifecycle.claim(limited("1", "five_per_second").pk, timezone.now()) is not None
+    assert ProcessingControl.objects.filter(name="five_per_second").exists()  # its rate's row
+    state = {s.name: s for s in services.controls(ControlKind.WORKFLOW)}["five_per_second"]
     assert (state.paused, state.changed_at, state.changed_by) == (False, None, "")
