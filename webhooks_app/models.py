@@ -62,7 +62,7 @@ class WebhookEvent(models.Model):
     #: Why the last task for this ``pending`` event did not start it: ``key`` (an earlier event
     #: of its key is unfinished), ``concurrency`` or ``rate`` (its workflow's limit). What ends
     #: the wait (the key's event finishing, a slot freeing) looks for events marked so.
-    waiting_for = models.CharField(max_length=16, blank=True, default="")
+    waiting_for = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name = "webhook event"
