@@ -195,8 +195,8 @@ def _refusal_statement(vendor: str) -> str:
     return (
         f"SELECT {sql.quote('workflow_name')}, {key} IS NOT NULL, "  # noqa: S608
         f"{key} IS NOT NULL AND NOT {_key_free(events)}, "
-        f"{sql.quote('waiting_for')}, {sql.quote('next_attempt_at')}, {_lapsed(events)}, "
-        f"{_due(events)} FROM {events} WHERE {sql.quote('id')} = %s"
+        f"{sql.quote('waiting_for')}, {_lapsed(events)}, {_due(events)} "
+        f"FROM {events} WHERE {sql.quote('id')} = %s"
     )
 
 
@@ -211,7 +211,7 @@ def _claim_refused(
         row = cursor.fetchone()
     if row is None:
         return None
-    workflow, keyed, key_held, waiting_for, next_attempt_at, lapsed, due = row
+    workflow, keyed, key_held, waiting_for, lapsed, due = row
     if lapsed:
         # A redelivered task for an attempt whose worker is gone: take it back, then claim.
         if take_back(event_id, now, enqueue=False) == "running":
@@ -228,7 +228,7 @@ def _claim_refused(
         event = _claim(event_id, now, exclude=limited)
         return event or _claim_refused(event_id, now, limited, marked=True)
     if workflow in limited and not key_held:
-        return _claim_limited(event_id, workflow, waiting_for, next_attempt_at, now)
+        return _claim_limited(event_id, workflow, waiting_for, now)
     return None
 
 
@@ -258,7 +258,6 @@ def _claim_limited(
     event_id: int,
     workflow: str,
     waiting_for: str,
-    next_attempt_at: datetime | None,
     now: datetime,
     *,
     recounted: bool = False,
@@ -294,9 +293,7 @@ def _claim_limited(
         # Counted again once the mark is committed: an attempt that ended before the locked
         # count may have looked for marks (without the lock, :func:`_next_for_slot`) before
         # this one existed, so its slot is taken here.
-        return _claim_limited(
-            event_id, workflow, "concurrency", next_attempt_at, timezone.now(), recounted=True
-        )
+        return _claim_limited(event_id, workflow, "concurrency", timezone.now(), recounted=True)
     return event
 
 
