@@ -5,12 +5,14 @@ import hmac
 import json
 import os
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 
 from webhooks_app import queue, refusals
 from webhooks_app.conf import webhook_settings
@@ -43,6 +45,30 @@ def _empty_broker() -> None:
     """
     if not queue.uses_orm_broker():
         queue.broker().purge_queue()
+
+
+@pytest.fixture(params=["returning", "fallback"])
+def statements(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on both paths of the hand-written statements: ``RETURNING``, and the
+    fallback of a database without it."""
+    from webhooks_app import sql
+
+    if request.param == "fallback":
+        monkeypatch.setattr(sql, "supports_returning", lambda vendor: False)
+    return str(request.param)
+
+
+def ago(seconds: float) -> datetime:
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+class Ago(float):
+    """Seconds before the test runs (cases are built at collection, maybe seconds earlier)."""
+
+
+def resolved(fields: dict[str, Any]) -> dict[str, Any]:
+    """Case fields with each :class:`Ago` turned into a time."""
+    return {name: ago(v) if isinstance(v, Ago) else v for name, v in fields.items()}
 
 
 def queued_tasks() -> int:

@@ -11,30 +11,11 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from tests.conftest import queued_tasks
-from webhooks_app import lifecycle, services, sql
+from tests.conftest import Ago, ago, queued_tasks, resolved
+from webhooks_app import lifecycle, services
 from webhooks_app.models import ControlKind, EventStatus, ProcessingControl, WebhookEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(params=["returning", "fallback"])
-def statements(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "fallback":
-        monkeypatch.setattr(sql, "supports_returning", lambda vendor: False)
-    return str(request.param)
-
-
-def ago(seconds: float):
-    return timezone.now() - timedelta(seconds=seconds)
-
-
-class Ago(float):
-    """Seconds before the test runs (cases are built at collection, maybe seconds earlier)."""
-
-
-def resolved(fields: dict) -> dict:
-    return {name: ago(v) if isinstance(v, Ago) else v for name, v in fields.items()}
 
 
 def make_event(webhook_id: str, **fields) -> WebhookEvent:

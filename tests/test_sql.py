@@ -3,36 +3,14 @@ database without ``RETURNING`` takes), on the real database of the run."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.db import OperationalError, connection, transaction
-from django.utils import timezone
 
-from tests.conftest import envelope
+from tests.conftest import Ago, envelope, resolved
 from webhooks_app import ingest, sql, tasks
 from webhooks_app.models import EventStatus, WebhookEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(params=["returning", "orm-fallback"])
-def statements(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "orm-fallback":
-        monkeypatch.setattr(sql, "supports_returning", lambda vendor: False)
-    return str(request.param)
-
-
-def ago(seconds: float):
-    return timezone.now() - timedelta(seconds=seconds)
-
-
-class Ago(float):
-    """Seconds before the test runs (cases are built at collection, maybe seconds earlier)."""
-
-
-def resolved(fields: dict) -> dict:
-    return {name: ago(v) if isinstance(v, Ago) else v for name, v in fields.items()}
 
 
 def make_event(webhook_id: str, **fields) -> WebhookEvent:
