@@ -1,39 +1,55 @@
-"""Soak (issue #4): minutes of mixed traffic while qcluster nodes are killed; nothing lost, no
+"""Soak (issues #4 and #13): minutes of mixed traffic while qcluster nodes are killed, or while
+the database, the broker, the disk or the network really fail; nothing accepted is lost, no
 effect doubled, nothing stored for a forged request.
 
     python -m bench.soak [--duration 180] [--rate 100] [--threads 8] [--kills 2]
                          [--down-seconds 10] [--drain-timeout 300] [--recovery-grace 10]
                          [--task-timeout 15] [--keep] [--smoke]
+    python -m bench.soak --faults [NAME,...] [--smoke] [options above]
 
 Not a timed test: a script that runs the scale-out deployment as it would run in production
-and checks the database afterwards. PostgreSQL (its own database, ``bench_soak``) + Redis (its
-own queue name), one gunicorn with 4 sync workers, two ``manage.py qcluster`` nodes with 2
-workers each, the settings of bench/soak_settings.py (recovery within seconds instead of
-minutes; the options above set them).
+and checks the database afterwards. Every server is the run's own (bench/outages.py,
+bench/servers.py): a private PostgreSQL cluster (inside a network namespace when run as root)
+and a private Redis, never the machine's shared ones; one gunicorn with 4 sync workers, two
+``manage.py qcluster`` nodes with 2 workers each, the settings of bench/soak_settings.py
+(recovery within seconds instead of minutes; the options above set them).
 
 traffic   --threads senders POST signed generic deliveries (workflow ``soak``, see
           bench/workflows.py) at --rate requests/s in all for --duration seconds: about 70 %
           new ids, 20 % duplicates (of any id sent so far, half of them of the 100 latest,
           which are often still queued or running, plus "race" twins: a new id sent on two
           connections at once, so two web workers insert it concurrently) and 10 % with a wrong
-          signature (ids ``invalid-…``, never sent validly).
+          signature (ids ``invalid-…``, never sent validly). A valid delivery refused with 503
+          (or a dropped connection) is sent again by its sender 1, 2, 4, then 8 s later, as
+          providers retry, until it is accepted (up to RETRY_HORIZON s after the traffic).
 chaos     --kills times, evenly spread (at 1/3 and 2/3 by default), one qcluster node's whole
           process group is SIGKILLed while one of its workers runs a workflow (it waits up to
           5 s for one: the workflow records its worker's pid), so the Redis broker loses that
           task and any the node had prefetched; a new node starts --down-seconds later. The
           nodes take turns.
+faults    --faults instead: the fault phases of bench/outages.py, evenly spread over the
+          traffic, each breaking something for its own number of seconds: pg-restart,
+          redis-kill, slow-link and link-cut on the PostgreSQL + Redis leg, then disk-full on
+          the SQLite + ORM broker leg (its own run). No process is restarted: web and workers
+          must recover by themselves. ``--faults pg-restart,disk-full`` picks phases.
 drain     after the traffic, wait (at most --drain-timeout) until no event is pending, running
-          or failed: the app's recovery schedule has to re-enqueue what the killed nodes lost.
-verify    SQL against bench_soak: every id answered 202 or 200 has exactly one event row, and it
-          succeeded; the workflow's effect (done inside ``once()``) exists exactly once per id;
-          no row for any other id (the invalid ones included); every id answered 202 exactly
-          once; no 5xx, no connection error, no unexpected status. Workflow runs above one per
-          id are reported, not failed: delivery is at least once, the effect is not.
+          or failed: the app's recovery has to re-enqueue what the killed nodes or the lost
+          queue dropped.
+verify    SQL against the leg's database: every id answered 202 or 200 has exactly one event
+          row, and it succeeded; the workflow's effect (done inside ``once()``) exists exactly
+          once per id; no row for any other id (the invalid ones included); every id answered
+          202 exactly once; no 5xx, no connection error, no unexpected status, except a
+          ``503 unavailable`` with Retry-After during a fault (until OUTAGE_SETTLE_SECONDS after
+          it ends); every refused delivery accepted when its sender retried; no process died.
+          Workflow runs above one per id are reported, not failed: delivery is at least once,
+          the effect is not.
 
---smoke is 20 s at 50 requests/s with one kill: about a minute, most of it waiting for the
-recovery schedule (it runs once a minute). Holds /tmp/webhooks-bench.lock (flock) for the whole
-run, so benchmarks never overlap. Prints a table and, last, one JSON line. Exit status 1 if a check failed (the log directory is then kept
-and named on stderr).
+--smoke is 20 s at 50 requests/s with one kill: about a minute. --faults --smoke is 40 s at
+50 requests/s with one PostgreSQL restart and one Redis kill: about two minutes. Holds
+/tmp/webhooks-bench.lock (flock) for the whole run, so benchmarks never overlap. Prints a
+table and one JSON line per leg, and last a line summing up requests, accepted, lost, doubled
+and the longest recovery. Exit status 1 if a check failed (the log directory is then kept and
+named on stderr).
 """
 
 from __future__ import annotations
@@ -41,6 +57,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import heapq
 import http.client
 import json
 import os
@@ -58,26 +75,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bench.common import (
-    PG_ADMIN_URL,
     REPO,
     Cluster,
     Gunicorn,
     bench_lock,
-    clear_queue,
     envelope,
-    leg_env,
     median,
     percentile,
     signature,
     terminate_on_sigterm,
     wait_until,
 )
+from bench.outages import FAULTS, SMOKE_FAULTS, Deployment, Fault
 
-DATABASE = "bench_soak"
-DATABASE_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DATABASE
 PATH = "/webhooks/generic/"
 WEB_WORKERS = 4
 NODES = ("a", "b")
@@ -89,6 +100,9 @@ STEPS = {"new": 0.685, "duplicate": 0.16, "race": 0.05, "invalid": 0.105}
 #: Duplicates pick from the latest ids this often (those are often still queued or running).
 RECENT_SHARE, RECENT_IDS = 0.5, 100
 VALID_STATUSES = {200, 202}
+#: A valid delivery answered so is sent again by its sender: 503 (``unavailable``: not stored)
+#: and a connection error. Anything else is an answer a sender would not retry.
+REFUSED_STATUSES = {0, 500, 502, 503, 504}
 UNFINISHED = ("pending", "running", "failed")
 AIM_SECONDS = 5  # how long a kill waits for its node to be running a workflow
 #: A killed node's processes die over some milliseconds after the parent is reaped (when the
@@ -98,23 +112,34 @@ SLOW_SECONDS = 5  # receipt-to-finish above this: the event waited for recovery 
 RECOVERED = re.compile(r"Recovered stranded webhook events: (\{.*\})")
 
 
+#: A fault's window for refusals lasts this long past its end: web workers find their broken
+#: connections on their next request, and a request that started in the outage may end after it.
+OUTAGE_SETTLE_SECONDS = 15
+#: The p99 "after" a fault is over the answers of this many seconds after its window.
+AFTER_SECONDS = 15
+#: How long after the traffic senders keep retrying the deliveries that were refused.
+RETRY_HORIZON = 120
+
+
 def main() -> int:
     args = parse_args()
     terminate_on_sigterm()
     work = Path(tempfile.mkdtemp(prefix="webhooks-bench-soak-"))
     try:
         with bench_lock():
-            report = soak(args, work)
+            reports = [soak(args, leg, faults, work / leg) for leg, faults in legs(args)]
     except BaseException:
         print(f"soak crashed; logs in {work}", file=sys.stderr)
         raise
-    print(table(report), flush=True)
-    print(json.dumps(report), flush=True)
-    if not report["ok"]:
+    for report in reports:
+        print(table(report), flush=True)
+        print(json.dumps(report), flush=True)
+    print(summary(reports), flush=True)
+    if not all(report["ok"] for report in reports):
         print(f"FINDING: soak checks failed; logs in {work}", file=sys.stderr)
         return 1
     if args.keep:
-        print(f"kept: database {DATABASE}, logs in {work}", file=sys.stderr)
+        print(f"kept: logs in {work}", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -124,49 +149,77 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=180, help="seconds of traffic")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of traffic")
     parser.add_argument("--rate", type=float, default=100, help="requests/s, all senders")
     parser.add_argument("--threads", type=int, default=8, help="sender threads")
-    parser.add_argument("--kills", type=int, default=2, help="qcluster nodes SIGKILLed")
+    parser.add_argument("--kills", type=int, default=None, help="qcluster nodes SIGKILLed")
     parser.add_argument("--down-seconds", type=float, default=10, help="kill to restart")
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument("--recovery-grace", type=int, default=10, help="WEBHOOKS RECOVERY_GRACE")
     parser.add_argument("--task-timeout", type=int, default=15, help="Q_CLUSTER timeout")
-    parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
-    parser.add_argument("--smoke", action="store_true", help="20 s at 50/s, one kill")
+    parser.add_argument(
+        "--faults",
+        nargs="?",
+        const=",".join(FAULTS),
+        default="",
+        help=f"fault phases instead of kills (default: all of {', '.join(FAULTS)})",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the logs")
+    parser.add_argument("--smoke", action="store_true", help="a short run (see above)")
     args = parser.parse_args()
-    if args.smoke:
+    args.faults = [name for name in args.faults.split(",") if name]
+    unknown = sorted(set(args.faults) - set(FAULTS))
+    if unknown:
+        parser.error(f"unknown fault {', '.join(unknown)}: the faults are {', '.join(FAULTS)}")
+    if args.faults and args.kills:
+        parser.error("--faults and --kills: one kind of chaos per run")
+    if args.smoke and args.faults:
+        args.faults = [name for name in args.faults if name in SMOKE_FAULTS] or list(SMOKE_FAULTS)
+        args.duration, args.rate = args.duration or 40, 50
+    elif args.smoke:
         args.duration, args.rate, args.kills, args.down_seconds = 20, 50, 1, 5
+    args.duration = args.duration or 180
+    args.kills = 0 if args.faults else (2 if args.kills is None else args.kills)
     if args.kills and args.down_seconds >= args.duration / (args.kills + 1):
         parser.error("--down-seconds must end before the next kill: lower it or --kills")
     return args
 
 
+def legs(args: argparse.Namespace) -> list[tuple[str, list[Fault]]]:
+    """The legs to run, each with its faults: the node kills run on PostgreSQL + Redis."""
+    chosen = [FAULTS[name] for name in args.faults]
+    if not chosen:
+        return [("postgres", [])]
+    return [
+        (leg, faults)
+        for leg in ("postgres", "sqlite")
+        if (faults := [fault for fault in chosen if fault.leg == leg])
+    ]
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
-def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    env = soak_env(args, work)
+def soak(args: argparse.Namespace, leg: str, faults: list[Fault], work: Path) -> dict[str, Any]:
+    work.mkdir(parents=True)
     load_before = os.getloadavg()
-    create_database()
-    try:
+    with Deployment(leg, work, queue=f"soak-{os.getpid()}") as deployment:
+        env = soak_env(args, deployment)
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--run-syncdb", "-v0"],
             cwd=REPO,
             env=env,
             check=True,
         )
-        traffic, chaos, drain = run_processes(args, env, work)
-        results = verify(traffic, chaos, drain, work)
-    finally:
-        clear_queue("postgres", env)  # tasks a recovery re-enqueued twice, if any are left
-        if not args.keep:
-            drop_database()
+        traffic, chaos, drain = run_processes(args, deployment, env, faults, work)
+        results = verify(deployment, traffic, chaos, drain, work)
     config = {key: getattr(args, key) for key in (
         "duration", "rate", "threads", "kills", "down_seconds", "drain_timeout",
         "recovery_grace", "task_timeout", "smoke",
     )}  # fmt: skip
     config.update(
+        leg=leg,
+        faults=[fault.name for fault in faults],
         web_workers=WEB_WORKERS,
         nodes=len(NODES),
         node_workers=NODE_WORKERS,
@@ -176,11 +229,10 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"benchmark": "soak", "config": config, **results}
 
 
-def soak_env(args: argparse.Namespace, work: Path) -> dict[str, str]:
-    """The PostgreSQL leg's environment, on the soak's own database and queue."""
-    env = leg_env("postgres", work, queue=f"soak-{os.getpid()}")
+def soak_env(args: argparse.Namespace, deployment: Deployment) -> dict[str, str]:
+    """The leg's environment (its own servers and queue) with the soak's settings."""
+    env = dict(deployment.env)
     env.update(
-        DATABASE_URL=DATABASE_URL,
         DJANGO_SETTINGS_MODULE="bench.soak_settings",
         Q_WORKERS=str(NODE_WORKERS),
         SOAK_RECOVERY_GRACE=str(args.recovery_grace),
@@ -189,53 +241,52 @@ def soak_env(args: argparse.Namespace, work: Path) -> dict[str, str]:
     return env
 
 
-def create_database() -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def drop_database() -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
-
-def query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """One read on bench_soak, on a connection of its own (no snapshot outlives it)."""
-    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def status_counts() -> dict[str, int]:
-    rows = query("SELECT status, count(*) FROM webhooks_app_webhookevent GROUP BY status")
+def status_counts(deployment: Deployment) -> dict[str, int]:
+    rows = deployment.query(
+        "SELECT status, count(*) FROM webhooks_app_webhookevent GROUP BY status"
+    )
     return {status: count for status, count in rows}
 
 
 def run_processes(
-    args: argparse.Namespace, env: dict[str, str], work: Path
+    args: argparse.Namespace,
+    deployment: Deployment,
+    env: dict[str, str],
+    faults: list[Fault],
+    work: Path,
 ) -> tuple[Traffic, list[dict[str, Any]], dict[str, Any]]:
-    """Start gunicorn and the nodes, warm up, send traffic through the kills, then drain."""
+    """Start gunicorn and the nodes, warm up, send traffic through the kills or the faults,
+    then drain."""
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(Gunicorn(env, WEB_WORKERS, work / "gunicorn.log"))
-        nodes = Nodes(env, work, stack)
+        nodes = Nodes(deployment, env, work, stack)
         traffic = Traffic(server.port, args.rate, args.threads, args.duration)
-        warm_up(traffic)
+        warm_up(deployment, traffic)
         traffic.start()
         try:
             chaos = [kill_and_restart(nodes, traffic, number, args) for number in range(args.kills)]
+            chaos += [
+                inflict(deployment, traffic, fault, number, len(faults))
+                for number, fault in enumerate(faults)
+            ]
             traffic.join()
         finally:
             traffic.stop()
-        drain = wait_for_drain(traffic, nodes, args.drain_timeout)
+        drain = wait_for_drain(deployment, traffic, nodes, args.drain_timeout)
+        drain["web_alive"] = server.alive()
     return traffic, chaos, drain
 
 
-def warm_up(traffic: Traffic) -> None:
+def warm_up(deployment: Deployment, traffic: Traffic) -> None:
     """Every web worker and both nodes have served before the clock starts."""
     sender = traffic.sender(-1)
     for i in range(WARM_IDS):
         sender.exchange([Delivery("warm", f"warm-{i}", valid=True)])
-    wait_until(lambda: status_counts().get("succeeded", 0) >= WARM_IDS, timeout=60, interval=0.5)
+    wait_until(
+        lambda: status_counts(deployment).get("succeeded", 0) >= WARM_IDS,
+        timeout=60,
+        interval=0.5,
+    )
 
 
 # -- qcluster nodes and chaos ----------------------------------------------------------------
@@ -244,8 +295,14 @@ def warm_up(traffic: Traffic) -> None:
 class Nodes:
     """The qcluster nodes, each stopped by ``stack``; a killed one is replaced by a new one."""
 
-    def __init__(self, env: dict[str, str], work: Path, stack: contextlib.ExitStack) -> None:
-        self.env, self.work, self.stack = env, work, stack
+    def __init__(
+        self,
+        deployment: Deployment,
+        env: dict[str, str],
+        work: Path,
+        stack: contextlib.ExitStack,
+    ) -> None:
+        self.deployment, self.env, self.work, self.stack = deployment, env, work, stack
         self.started: Counter[str] = Counter()
         self.running = {name: self.start(name) for name in NODES}
 
@@ -269,7 +326,7 @@ class Nodes:
     def in_flight(self, name: str) -> list[str]:
         """The ids whose workflow a worker of this node runs now (by the pid of the run)."""
         group = self.running[name].popen.pid
-        rows = query(
+        rows = self.deployment.query(
             "SELECT e.webhook_id, r.pid FROM webhooks_app_webhookevent e"
             " JOIN bench_soakrun r ON r.webhook_id = e.webhook_id WHERE e.status = 'running'"
         )
@@ -296,10 +353,11 @@ def kill_and_restart(
         mid_run = []
     nodes.kill(name)
     killed_at, killed_epoch = traffic.clock(), time.time()
-    at_kill = status_counts()
+    at_kill = status_counts(nodes.deployment)
     traffic.sleep_until(killed_at + args.down_seconds)
     nodes.restart(name)
     return {
+        "kind": "kill",
         "node": name,
         "killed_at_s": round(killed_at, 1),
         "killed_epoch": killed_epoch,
@@ -310,26 +368,50 @@ def kill_and_restart(
     }
 
 
-def all_finished() -> bool:
+def inflict(
+    deployment: Deployment, traffic: Traffic, fault: Fault, number: int, count: int
+) -> dict[str, Any]:
+    """Fault ``number`` of ``count``, centred on its share of the traffic: break, wait, mend."""
+    traffic.sleep_until(traffic.duration * (number + 1) / (count + 1) - fault.seconds / 2)
+    began_at, began_epoch = traffic.clock(), time.time()
+    fault.begin(deployment)
+    traffic.sleep_until(began_at + fault.seconds)
+    fault.end(deployment)
+    return {
+        "kind": "fault",
+        "fault": fault.name,
+        "describe": fault.describe,
+        "began_at_s": round(began_at, 1),
+        "began_epoch": began_epoch,
+        "ended_at_s": round(traffic.clock(), 1),
+        "ended_epoch": time.time(),
+    }
+
+
+def all_finished(deployment: Deployment) -> bool:
     """From one snapshot: one query per status could miss an event moving between them."""
-    counts = status_counts()
+    counts = status_counts(deployment)
     return not any(counts.get(status) for status in UNFINISHED)
 
 
-def wait_for_drain(traffic: Traffic, nodes: Nodes, timeout: float) -> dict[str, Any]:
-    """Seconds from the end of the traffic until no event is pending, running or failed."""
+def wait_for_drain(
+    deployment: Deployment, traffic: Traffic, nodes: Nodes, timeout: float
+) -> dict[str, Any]:
+    """Seconds from the end of the traffic (and of the senders' retries) until no event is
+    pending, running or failed."""
     started = time.perf_counter()
     finished = True
     try:
-        wait_until(all_finished, timeout=timeout, interval=0.5)
+        wait_until(lambda: all_finished(deployment), timeout=timeout, interval=0.5)
     except TimeoutError:
         finished = False
     return {
         "finished": finished,
         "drain_s": round(time.perf_counter() - started, 1),
         "traffic_s": round(traffic.elapsed, 1),
-        "statuses": status_counts(),
+        "statuses": status_counts(deployment),
         "dead_nodes": nodes.dead(),
+        "restarted_nodes": sorted(name for name, n in nodes.started.items() if n > 1),
     }
 
 
@@ -338,9 +420,10 @@ def wait_for_drain(traffic: Traffic, nodes: Nodes, timeout: float) -> dict[str, 
 
 @dataclass(frozen=True)
 class Delivery:
-    kind: str  # warm, new, duplicate, race (the concurrent twin of a new id), invalid
+    kind: str  # warm, new, duplicate, race (the concurrent twin of a new id), invalid, retry
     webhook_id: str
     valid: bool
+    tries: int = 0  # how often this delivery was refused before (a retry's count)
 
 
 @dataclass(frozen=True)
@@ -350,6 +433,8 @@ class Answer:
     status: int  # 0: connection error
     done_s: float  # on the traffic clock
     latency_ms: float
+    error: str = ""  # the JSON body's "error" of a refusal
+    retry_after: bool = False  # a Retry-After header came with it
 
 
 @dataclass
@@ -386,6 +471,7 @@ class Traffic:
             worker.start()
 
     def join(self) -> None:
+        """Until every sender is done: the traffic, then its retries."""
         for worker in self._workers:
             worker.join()
         self.elapsed = self.clock()
@@ -398,27 +484,40 @@ class Traffic:
     def running(self) -> bool:
         return not self._stop.is_set() and self.clock() < self.duration
 
+    def retrying(self) -> bool:
+        return not self._stop.is_set() and self.clock() < self.duration + RETRY_HORIZON
+
 
 class Sender:
-    """One sender thread: its schedule, its own ids and two connections (a race uses both)."""
+    """One sender thread: its schedule, its own ids, two connections (a race uses both) and
+    the deliveries it must send again because they were refused."""
 
     def __init__(self, traffic: Traffic, number: int, rng: random.Random) -> None:
         self.traffic, self.number, self.rng = traffic, number, rng
         self.connections = [self._connect(), self._connect()]
         self.sequence = 0
+        self.retries: list[tuple[float, int, Delivery]] = []  # a heap: (due, sequence, delivery)
 
     def _connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.traffic.port, timeout=30)
 
     def run(self) -> None:
-        """Step k of thread i is due at (k * threads + i) / rate; late steps go at once."""
+        """Step k of thread i is due at (k * threads + i) / rate; late steps go at once. A
+        retry goes when it is due, before the next step; after the traffic, retries only."""
         traffic, step = self.traffic, 0
         while traffic.running():
-            traffic.sleep_until((step * traffic.threads + self.number) / traffic.rate)
+            due = (step * traffic.threads + self.number) / traffic.rate
+            traffic.sleep_until(min(due, self.retries[0][0]) if self.retries else due)
             if not traffic.running():
                 break
+            if self.retries and self.retries[0][0] <= traffic.clock():
+                self.exchange([heapq.heappop(self.retries)[2]])
+                continue
             self.exchange(self.next_step())
             step += 1
+        while self.retries and traffic.retrying():
+            traffic.sleep_until(self.retries[0][0])
+            self.exchange([heapq.heappop(self.retries)[2]])
 
     def next_step(self) -> list[Delivery]:
         kind = self.rng.choices(list(STEPS), weights=list(STEPS.values()))[0]
@@ -458,21 +557,27 @@ class Sender:
                 sent.append((connection, delivery))
             except (OSError, http.client.HTTPException):
                 connection.close()
-                self.record(delivery, 0, started)
+                self.record(delivery, (0, "", False), started)
         for connection, delivery in sent:
             self.record(delivery, self.read(connection), started)
 
     @staticmethod
-    def read(connection: http.client.HTTPConnection) -> int:
+    def read(connection: http.client.HTTPConnection) -> tuple[int, str, bool]:
+        """Status, the refusal's error code (5xx only) and whether Retry-After came with it."""
         try:
             response = connection.getresponse()
-            response.read()
-            return response.status
+            body = response.read()
         except (OSError, http.client.HTTPException):
             connection.close()
-            return 0
+            return 0, "", False
+        error = ""
+        if response.status >= 500:
+            with contextlib.suppress(ValueError, AttributeError):
+                error = str(json.loads(body).get("error", ""))
+        return response.status, error, response.getheader("Retry-After") is not None
 
-    def record(self, delivery: Delivery, status: int, started: float) -> None:
+    def record(self, delivery: Delivery, answer: tuple[int, str, bool], started: float) -> None:
+        status, error, retry_after = answer
         now = time.perf_counter()
         self.traffic.answers.append(
             Answer(
@@ -481,41 +586,60 @@ class Sender:
                 status=status,
                 done_s=self.traffic.clock(),
                 latency_ms=(now - started) * 1000,
+                error=error,
+                retry_after=retry_after,
             )
         )
+        if delivery.valid and delivery.kind != "warm" and status in REFUSED_STATUSES:
+            tries = delivery.tries + 1
+            retry = Delivery("retry", delivery.webhook_id, valid=True, tries=tries)
+            due = self.traffic.clock() + min(2.0 ** (tries - 1), 8.0)
+            self.sequence += 1
+            heapq.heappush(self.retries, (due, self.sequence, retry))
 
 
 # -- verification ----------------------------------------------------------------------------
 
 
 def verify(
-    traffic: Traffic, chaos: list[dict[str, Any]], drain: dict[str, Any], work: Path
+    deployment: Deployment,
+    traffic: Traffic,
+    chaos: list[dict[str, Any]],
+    drain: dict[str, Any],
+    work: Path,
 ) -> dict[str, Any]:
     """Everything the database says after the drain, against every answer the senders got."""
     answers = traffic.answers
     accepted = {a.webhook_id for a in answers if a.status in VALID_STATUSES}
     events = {
-        webhook_id: (source, status, attempts, lost)
-        for webhook_id, source, status, attempts, lost in query(
-            'SELECT webhook_id, source, status, attempts, history @> \'[{"outcome": "lost"}]\''
-            " FROM webhooks_app_webhookevent"
+        webhook_id: (source, status, attempts, bool(lost))
+        for webhook_id, source, status, attempts, lost in deployment.query(
+            "SELECT webhook_id, source, status, attempts, "
+            f"{deployment.lost_attempt()} FROM webhooks_app_webhookevent"
         )
     }
-    effects = grouped("SELECT webhook_id, count(*) FROM bench_soakeffect GROUP BY webhook_id")
-    runs = grouped("SELECT webhook_id, count(*) FROM bench_soakrun GROUP BY webhook_id")
+    effects = grouped(
+        deployment, "SELECT webhook_id, count(*) FROM bench_soakeffect GROUP BY webhook_id"
+    )
+    runs = grouped(deployment, "SELECT webhook_id, count(*) FROM bench_soakrun GROUP BY webhook_id")
     accepted_202 = Counter(a.webhook_id for a in answers if a.status == 202)
+    windows = outage_windows(chaos)
 
-    not_succeeded = sorted(
+    lost = sorted(
         i for i in accepted if events.get(i, ("", "missing"))[:2] != ("generic", "succeeded")
     )
-    unexpected = [a for a in answers if a.status not in expected_statuses(a.kind)]
+    doubled = sorted(i for i in accepted | set(effects) if effects.get(i, 0) > 1)
+    unexpected = [a for a in answers if not expected(a, windows)]
     server_errors = sum(1 for a in answers if a.status >= 500)
     connection_errors = sum(1 for a in answers if a.status == 0)
+    refused = {
+        a.webhook_id for a in answers if a.status in REFUSED_STATUSES and a.kind != "invalid"
+    }
     checks = [
         check(
             "every accepted id: one event row, succeeded",
-            not_succeeded,
-            f"{len(accepted) - len(not_succeeded)}/{len(accepted)}",
+            lost,
+            f"{len(accepted) - len(lost)}/{len(accepted)}",
         ),
         check(
             "effect exactly once per accepted id",
@@ -538,37 +662,128 @@ def verify(
             f"{sum(accepted_202.values())} answers 202",
         ),
         check(
-            "no 5xx, connection error or unexpected status",
-            sorted({f"{a.webhook_id}:{a.status}" for a in unexpected}),
+            "no 5xx, connection error or unexpected status (but 503 unavailable with "
+            "Retry-After during a fault)",
+            sorted({f"{a.webhook_id}:{a.status}@{a.done_s:.1f}s" for a in unexpected}),
             f"{len(answers)} answers, {server_errors} 5xx, {connection_errors} connection errors",
+        ),
+        check(
+            "every refused delivery accepted when its sender retried",
+            sorted(refused - accepted),
+            f"{len(refused)} ids refused at least once",
         ),
         check(
             "all events finished after the traffic",
             [] if drain["finished"] else [json.dumps(drain["statuses"])],
             f"in {drain['drain_s']} s",
         ),
-        check("no node died unkilled", drain["dead_nodes"], "all nodes alive at the end"),
+        check(
+            "no process died unkilled, none restarted but the killed nodes",
+            drain["dead_nodes"]
+            + ([] if drain["web_alive"] else ["gunicorn"])
+            + ([] if any(c["kind"] == "kill" for c in chaos) else drain["restarted_nodes"]),
+            "gunicorn and all nodes alive at the end",
+        ),
     ]
     return {
         "ok": all(c["ok"] for c in checks),
+        "lost": len(lost),
+        "doubled": len(doubled),
         "requests": request_summary(answers),
         "throughput": throughput(answers, traffic.elapsed),
         "chaos": chaos,
+        "faults": [
+            fault_report(deployment, fault, chaos, answers, lost, doubled)
+            for fault in chaos
+            if fault["kind"] == "fault"
+        ],
         "drain": drain,
-        "processing": processing(events, runs, chaos, work),
+        "processing": processing(deployment, events, runs, chaos, work),
         "killed_mid_run": killed_mid_run(chaos, events, runs, effects),
         "checks": checks,
     }
 
 
-def expected_statuses(kind: str) -> set[int]:
+def outage_windows(chaos: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """When a refusal is the expected answer: from a fault's start until it settled."""
+    return [
+        (fault["began_at_s"], fault["ended_at_s"] + OUTAGE_SETTLE_SECONDS)
+        for fault in chaos
+        if fault["kind"] == "fault"
+    ]
+
+
+def expected(answer: Answer, windows: list[tuple[float, float]]) -> bool:
     """A forged request is refused; a valid one is accepted (202) or a duplicate (200), and
-    either may come first: a duplicate can overtake its id's first delivery."""
-    return {401} if kind == "invalid" else VALID_STATUSES
+    either may come first: a duplicate can overtake its id's first delivery. During a fault a
+    valid one may also be refused as the contract says: 503 ``unavailable``, Retry-After."""
+    if answer.kind == "invalid":
+        return answer.status == 401
+    if answer.status in VALID_STATUSES:
+        return True
+    return (
+        answer.status == 503
+        and answer.error == "unavailable"
+        and answer.retry_after
+        and any(start <= answer.done_s <= end for start, end in windows)
+    )
 
 
-def grouped(sql: str) -> dict[str, int]:
-    return {webhook_id: count for webhook_id, count in query(sql)}
+def fault_report(
+    deployment: Deployment,
+    fault: dict[str, Any],
+    chaos: list[dict[str, Any]],
+    answers: list[Answer],
+    lost: list[str],
+    doubled: list[str],
+) -> dict[str, Any]:
+    """One fault's table row. Its answers are those from its start until the next fault starts
+    (or the end); its ids are the new ones first sent then. "After" is the AFTER_SECONDS past
+    its settled window, whatever came then. Recovery: from the fault's end until the last event
+    received before it finished."""
+    starts = sorted(c["began_at_s"] for c in chaos if c["kind"] == "fault")
+    following = [start for start in starts if start > fault["began_at_s"]]
+    until = following[0] if following else float("inf")
+    ours = [a for a in answers if fault["began_at_s"] <= a.done_s < until and a.kind != "warm"]
+    during = [a for a in ours if a.done_s <= fault["ended_at_s"] + OUTAGE_SETTLE_SECONDS]
+    after = [
+        a
+        for a in answers
+        if a.kind != "warm"
+        and fault["ended_at_s"] + OUTAGE_SETTLE_SECONDS
+        < a.done_s
+        <= fault["ended_at_s"] + OUTAGE_SETTLE_SECONDS + AFTER_SECONDS
+    ]
+    ids = {a.webhook_id for a in ours if a.kind in ("new", "race")}
+    refusals = [a for a in ours if a.status in REFUSED_STATUSES and a.kind != "invalid"]
+    last_finish = deployment.query(
+        f"SELECT max({deployment.epoch('finished_at')}) FROM webhooks_app_webhookevent"
+        f" WHERE {deployment.epoch('received_at')} <= %s",
+        (fault["ended_epoch"],),
+    )[0][0]
+    return {
+        "fault": fault["fault"],
+        "describe": fault["describe"],
+        "seconds": round(fault["ended_at_s"] - fault["began_at_s"], 1),
+        "requests": len(ours),
+        "accepted": sum(1 for a in ours if a.status in VALID_STATUSES),
+        "refused_503": sum(1 for a in refusals if a.status == 503),
+        "connection_errors": sum(1 for a in refusals if a.status == 0),
+        "last_refusal_after_end_s": round(
+            max((a.done_s for a in refusals), default=fault["ended_at_s"]) - fault["ended_at_s"], 1
+        ),
+        "lost": sum(1 for i in lost if i in ids),
+        "doubled": sum(1 for i in doubled if i in ids),
+        "recovery_s": None
+        if last_finish is None
+        else round(max(0.0, float(last_finish) - fault["ended_epoch"]), 1),
+        "p99_during_ms": round(percentile([a.latency_ms for a in during] or [0.0], 99), 1),
+        "p99_after_ms": round(percentile([a.latency_ms for a in after] or [0.0], 99), 1),
+    }
+
+
+def grouped(deployment: Deployment, sql: str) -> dict[str, int]:
+    return {webhook_id: count for webhook_id, count in deployment.query(sql)}
 
 
 def check(name: str, offenders: list[str], detail: str) -> dict[str, Any]:
@@ -579,7 +794,7 @@ def check(name: str, offenders: list[str], detail: str) -> dict[str, Any]:
 
 def request_summary(answers: list[Answer]) -> dict[str, Any]:
     """Counts, statuses and answer times per kind of request, warm-up excluded."""
-    kinds = ["new", "duplicate", "race", "invalid"]
+    kinds = ["new", "duplicate", "race", "invalid", "retry"]
     summary: dict[str, Any] = {}
     for kind in [*kinds, "all"]:
         ours = [a for a in answers if a.kind == kind or (kind == "all" and a.kind in kinds)]
@@ -607,6 +822,7 @@ def throughput(answers: list[Answer], elapsed: float) -> dict[str, Any]:
 
 
 def processing(
+    deployment: Deployment,
     events: dict[str, tuple[str, str, int, bool]],
     runs: dict[str, int],
     chaos: list[dict[str, Any]],
@@ -615,8 +831,8 @@ def processing(
     """What the kills cost: repeated runs, lost attempts, recovery passes, slow events."""
     rows = [
         (float(received), float(finished))
-        for received, finished in query(
-            "SELECT EXTRACT(EPOCH FROM received_at), EXTRACT(EPOCH FROM finished_at)"
+        for received, finished in deployment.query(
+            f"SELECT {deployment.epoch('received_at')}, {deployment.epoch('finished_at')}"
             " FROM webhooks_app_webhookevent WHERE status = 'succeeded'"
         )
     ]
@@ -644,7 +860,7 @@ def slow_per_kill(
     """Slow events (receipt to finish over SLOW_SECONDS) by the first kill after their receipt
     (or up to KILL_SETTLE_SECONDS before it), which is the one that stranded them; the last of
     them says how long recovery took. Later events belong to no kill (``kill`` None)."""
-    kills: list[float] = [kill["killed_epoch"] for kill in chaos]
+    kills: list[float] = [kill["killed_epoch"] for kill in chaos if kill["kind"] == "kill"]
     by_kill: dict[float | None, list[float]] = {}
     for received, finished in slow:
         kill = next((epoch for epoch in kills if epoch + KILL_SETTLE_SECONDS >= received), None)
@@ -676,6 +892,7 @@ def killed_mid_run(
             "effects": effects.get(webhook_id, 0),
         }
         for kill in chaos
+        if kill["kind"] == "kill"
         for webhook_id in kill["killed_mid_run"]
     }
 
@@ -698,9 +915,10 @@ def table(report: dict[str, Any]) -> str:
     config, drain, tp, proc = (
         report["config"], report["drain"], report["throughput"], report["processing"],
     )  # fmt: skip
+    broker = "PostgreSQL + Redis broker" if config["leg"] == "postgres" else "SQLite + ORM broker"
     lines = [
         "",
-        f"soak: PostgreSQL + Redis broker, gunicorn {config['web_workers']} workers, "
+        f"soak: {broker}, gunicorn {config['web_workers']} workers, "
         f"{config['nodes']} qcluster nodes x {config['node_workers']} workers; "
         f"{drain['traffic_s']:g} s of traffic at {config['rate']:g} req/s target, "
         f"{config['threads']} threads; recovery grace {config['recovery_grace']} s, "
@@ -715,7 +933,7 @@ def table(report: dict[str, Any]) -> str:
         f"throughput: {tp['requests_per_s']:g} req/s (per second: min {tp['per_second_min']}, "
         f"median {tp['per_second_median']:g}, max {tp['per_second_max']})"
     )
-    for kill in report["chaos"]:
+    for kill in (c for c in report["chaos"] if c["kind"] == "kill"):
         lines.append(
             f"kill: node {kill['node']} SIGKILLed at {kill['killed_at_s']} s while running "
             f"{kill['killed_mid_run'] or 'no workflow'} (then {kill['running_after_kill']} "
@@ -744,12 +962,44 @@ def table(report: dict[str, Any]) -> str:
             else f"  not near a kill: {group['events']} of them (a backlog?)"
             for group in proc["slow_events_per_kill"]
         ),
-        "checks:",
     ]
+    if report["faults"]:
+        lines.append(
+            f"{'fault':<12}{'s':>5}{'requests':>9}{'accepted':>9}{'503':>6}{'conn':>5}"
+            f"{'lost':>5}{'doubled':>8}{'recovery s':>11}{'p99 during':>11}{'p99 after':>10}"
+        )
+    for f in report["faults"]:
+        lines.append(
+            f"{f['fault']:<12}{f['seconds']:>5g}{f['requests']:>9}{f['accepted']:>9}"
+            f"{f['refused_503']:>6}{f['connection_errors']:>5}{f['lost']:>5}{f['doubled']:>8}"
+            f"{f['recovery_s'] if f['recovery_s'] is not None else '-':>11}"
+            f"{f['p99_during_ms']:>9.0f}ms{f['p99_after_ms']:>8.0f}ms"
+        )
+    lines.append("checks:")
     for c in report["checks"]:
         verdict = "PASS" if c["ok"] else f"FAIL ({c['failures']}, e.g. {c['examples']})"
         lines.append(f"  {verdict} {c['name']}: {c['detail']}")
     return "\n".join(lines)
+
+
+def summary(reports: list[dict[str, Any]]) -> str:
+    """The last line: what a CI log reader needs, for every leg together."""
+    recoveries = [
+        f["recovery_s"] for r in reports for f in r["faults"] if f["recovery_s"] is not None
+    ]
+    verdict = "ok" if all(r["ok"] for r in reports) else "FAILED"
+    accepted = sum(
+        count
+        for r in reports
+        for status, count in r["requests"]["all"]["statuses"].items()
+        if int(status) in VALID_STATUSES
+    )
+    return (
+        f"soak {verdict}: requests {sum(r['requests']['all']['count'] for r in reports)}, "
+        f"accepted {accepted}, "
+        f"lost {sum(r['lost'] for r in reports)}, doubled {sum(r['doubled'] for r in reports)}, "
+        f"longest recovery {max(recoveries, default=0):g} s"
+    )
 
 
 if __name__ == "__main__":

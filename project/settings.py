@@ -103,8 +103,19 @@ if os.environ.get("DATABASE_URL"):
     # view may fail once, and Django then replaces the connection.
     DATABASES = {"default": dj_database_url.config(conn_max_age=600)}
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-        # Fail fast (503) when the server is gone instead of hanging the sender.
-        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+        # Fail fast (503) when the server is gone instead of hanging the sender: connect within
+        # 3 s, and give up on a connection whose packets go unanswered (a cut link, a server
+        # that vanished) after 10 s instead of TCP's 15 minutes of retransmissions; keepalives
+        # find the same on a connection that is only waiting for an answer.
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        for _name, _value in {
+            "connect_timeout": 3,
+            "tcp_user_timeout": 10_000,
+            "keepalives_idle": 10,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+        }.items():
+            _options.setdefault(_name, _value)
 else:
     DATABASES = {
         "default": {

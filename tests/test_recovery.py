@@ -14,7 +14,7 @@ from django_q.models import Schedule
 
 from tests.conftest import envelope, queued_tasks
 from tests.testapp.models import Execution
-from webhooks_app import queue, tasks
+from webhooks_app import lifecycle, queue, tasks
 from webhooks_app.models import EventStatus, WebhookEvent
 
 
@@ -80,6 +80,20 @@ def test_only_stranded_events_are_recovered():
         assert status(event) == expected
     # A second pass right away finds nothing: each event is re-enqueued once per grace period.
     assert tasks.recover_stranded_events() == {"pending": 0, "failed": 0, "running": 0, "dead": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_recoveries_that_found_the_same_stranded_events_enqueue_each_once():
+    """Every worker's heartbeat recovers, so two passes often read the same stranded ids before
+    either has moved them: the second one's conditional update must find them no longer
+    overdue (it re-enqueued them as well before)."""
+    pending = make_event(EventStatus.PENDING, "stranded", received_at=ago(60))
+    retry = make_event(EventStatus.FAILED, "overdue", attempts=1, next_attempt_at=ago(60))
+    now = timezone.now()
+    for event in (pending, retry):
+        assert lifecycle.requeue(event.pk, event.status, now) is True
+        assert lifecycle.requeue(event.pk, event.status, now) is False
+    assert queued_tasks() == 2
 
 
 @pytest.mark.django_db(transaction=True)

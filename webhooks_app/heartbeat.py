@@ -1,5 +1,5 @@
-"""The heartbeat of a qcluster worker process: renew the lease of the attempt it runs, and take
-back the attempts of workers that are gone.
+"""The heartbeat of a qcluster worker process: renew the lease of the attempt it runs, take back
+the attempts of workers that are gone, and put back on the queue what the queue lost.
 
 It is a thread of the very process that runs the workflow, so a lease is renewed exactly as
 long as that process lives: a worker whose cluster's master was killed keeps its lease while
@@ -68,7 +68,10 @@ class Heartbeat:
             time.sleep(webhook_settings.LEASE_SECONDS / 3)
 
     def beat(self) -> None:
-        """Renew what this process holds, then take back what lost workers left."""
+        """Renew what this process holds, then recover what lost workers and a lost queue
+        left: lapsed leases, and events whose task is overdue (a Redis restarted empty, an
+        enqueue that failed). Every worker does it every beat, so recovery takes seconds, not
+        the minute of the recovery schedule; the conditional updates make it happen once."""
         now = timezone.now()
         with self._lock:
             held = dict(self._held)
@@ -82,7 +85,7 @@ class Heartbeat:
                     event_id,
                     held[event_id],
                 )
-        lifecycle.take_back_lapsed(now)
+        lifecycle.recover()
 
 
 heartbeat = Heartbeat()

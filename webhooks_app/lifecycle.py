@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from webhooks_app import queue, registry, signals, sql
@@ -831,11 +832,17 @@ def recover(dry_run: bool = False) -> dict[str, int]:
 def requeue(event_id: int, status: str, now: datetime) -> bool:
     """Enqueue a ``pending`` or overdue ``failed`` event again, at most once per grace period.
 
-    ``next_attempt_at`` is moved to ``now`` in the same conditional UPDATE, so concurrent
-    recoveries (or a burst of duplicate deliveries) enqueue it once.
+    The conditional UPDATE moves ``next_attempt_at`` to ``now`` only if the event is still
+    overdue by the grace, so concurrent recoveries (every worker's heartbeat, the schedule, a
+    burst of duplicate deliveries) enqueue it once: the first one moves it, the others find
+    it no longer overdue.
     """
+    overdue = now - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
+    still_overdue = Q(next_attempt_at__lt=overdue)
+    if status == PENDING:
+        still_overdue |= Q(next_attempt_at__isnull=True, received_at__lt=overdue)
     with transaction.atomic():
-        updated = WebhookEvent.objects.filter(pk=event_id, status=status).update(
+        updated = WebhookEvent.objects.filter(still_overdue, pk=event_id, status=status).update(
             next_attempt_at=now, waiting_for=""
         )
         if updated:
