@@ -2,6 +2,9 @@
 
 "Unreachable" is a server pointed at an address where nothing listens, so the shared
 PostgreSQL and Redis of the test run are never stopped; the processes and the refusals are real.
+Outages of real servers under load (PostgreSQL stopped, Redis killed, a full disk, a slow or cut
+link) are ``python -m bench.soak --faults``, on servers it owns (bench/servers.py); CI runs its
+smoke.
 """
 
 from __future__ import annotations
