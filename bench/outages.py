@@ -193,8 +193,8 @@ _ALL = (
           lambda d: _redis(d).start(), "redis-server SIGKILLed, 5 s, started empty"),
     Fault("slow-link", "postgres", 15, _throttle, lambda d: _namespace(d).heal(),
           "link to PostgreSQL: tbf 2 Mbit/s, 20 ms queue bound (drops), 15 s"),
-    Fault("link-cut", "postgres", 8, _cut, _reconnect,
-          "link to PostgreSQL down (all packets lost), 8 s"),
+    Fault("link-cut", "postgres", 20, _cut, _reconnect,
+          "link to PostgreSQL down (all packets lost), 20 s: past the 10 s tcp_user_timeout"),
     Fault("disk-full", "sqlite", 10, fill_disk, free_disk,
           "the SQLite database's tmpfs filled to the last byte, 10 s, freed"),
 )  # fmt: skip

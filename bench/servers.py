@@ -47,7 +47,22 @@ def _run(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[b
     return subprocess.run(list(args), check=True, capture_output=True, **kwargs)  # type: ignore[call-overload]
 
 
-class PrivatePostgres:
+class Owned:
+    """A context manager whose exit, however it is reached, is :meth:`close`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class PrivatePostgres(Owned):
     """A PostgreSQL cluster in a temporary folder, on a free port, trust authentication.
 
     ``namespace``: run the server inside that network namespace, listening on its address, so
@@ -112,16 +127,8 @@ class PrivatePostgres:
                 self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class PrivateRedis:
+class PrivateRedis(Owned):
     """A ``redis-server`` on a free port with no persistence: killed, it comes back empty, as a
     Redis without AOF does after a crash (its queue is gone)."""
 
@@ -172,16 +179,8 @@ class PrivateRedis:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class Namespace:
+class Namespace(Owned):
     """A network namespace joined to this one by a veth pair (a /30 of 10.213.0.0/16).
 
     The app stays in the machine's namespace and reaches a server inside at
@@ -244,11 +243,3 @@ class Namespace:
         deadline = time.monotonic() + 5
         while Path(f"/sys/class/net/{self.outer}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

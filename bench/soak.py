@@ -778,6 +778,7 @@ def fault_report(
         if last_finish is None
         else round(max(0.0, float(last_finish) - fault["ended_epoch"]), 1),
         "p99_during_ms": round(percentile([a.latency_ms for a in during] or [0.0], 99), 1),
+        "max_during_ms": round(max((a.latency_ms for a in during), default=0.0), 1),
         "p99_after_ms": round(percentile([a.latency_ms for a in after] or [0.0], 99), 1),
     }
 
@@ -966,14 +967,15 @@ def table(report: dict[str, Any]) -> str:
     if report["faults"]:
         lines.append(
             f"{'fault':<12}{'s':>5}{'requests':>9}{'accepted':>9}{'503':>6}{'conn':>5}"
-            f"{'lost':>5}{'doubled':>8}{'recovery s':>11}{'p99 during':>11}{'p99 after':>10}"
+            f"{'lost':>5}{'doubled':>8}{'recovery s':>11}{'p99 during':>11}{'max during':>11}"
+            f"{'p99 after':>10}"
         )
     for f in report["faults"]:
         lines.append(
             f"{f['fault']:<12}{f['seconds']:>5g}{f['requests']:>9}{f['accepted']:>9}"
             f"{f['refused_503']:>6}{f['connection_errors']:>5}{f['lost']:>5}{f['doubled']:>8}"
             f"{f['recovery_s'] if f['recovery_s'] is not None else '-':>11}"
-            f"{f['p99_during_ms']:>9.0f}ms{f['p99_after_ms']:>8.0f}ms"
+            f"{f['p99_during_ms']:>9.0f}ms{f['max_during_ms']:>9.0f}ms{f['p99_after_ms']:>8.0f}ms"
         )
     lines.append("checks:")
     for c in report["checks"]:
