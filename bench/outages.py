@@ -33,17 +33,39 @@ import errno
 import os
 import sqlite3
 import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import leg_env
-from bench.servers import Namespace, PrivatePostgres, PrivateRedis
+from bench.servers import Namespace, PrivatePostgres, PrivateRedis, alive, sweep_leftovers
 
 DATABASE = "soak"
 #: The SQLite leg's filesystem: room for the soak's database, little enough to fill at once.
 TMPFS_SIZE = "256m"
+
+
+#: The soak's work folders: ``<WORK_PREFIX><pid of the run>-…`` (bench/soak.py makes them).
+WORK_PREFIX = "webhooks-bench-soak-"
+
+
+def sweep_mounts() -> list[str]:
+    """Unmount the tmpfs a soak killed with SIGKILL left mounted in its work folder."""
+    removed = []
+    base = Path(tempfile.gettempdir())
+    for line in Path("/proc/mounts").read_text().splitlines():
+        mountpoint = Path(line.split()[1])
+        if mountpoint.parent.parent.parent != base:  # <tmp>/<work>/<leg>/var
+            continue
+        work = mountpoint.parent.parent.name
+        owner = work.removeprefix(WORK_PREFIX).split("-")[0]
+        if work.startswith(WORK_PREFIX) and owner.isdigit() and not alive(int(owner)):
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
+            removed.append(f"tmpfs {mountpoint}")
+    return removed
 
 
 class Deployment(contextlib.ExitStack):
@@ -57,6 +79,8 @@ class Deployment(contextlib.ExitStack):
         self.namespace: Namespace | None = None
         self.var = work / "var"
         self.var.mkdir()
+        for leftover in sweep_leftovers() + sweep_mounts():
+            print(f"removed what a killed run left: {leftover}", file=sys.stderr)
         try:
             if leg == "postgres":
                 self._start_servers()

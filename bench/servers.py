@@ -47,6 +47,54 @@ def _run(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[b
     return subprocess.run(list(args), check=True, capture_output=True, **kwargs)  # type: ignore[call-overload]
 
 
+#: Every server's folder is named ``<PREFIX><kind>-<pid of the run that owns it>-…``, and its
+#: namespace ``webhooks-<pid>``: what a run killed with SIGKILL left is recognisable as such.
+PREFIX = "webhooks-private-"
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie that its new parent, init, has yet to reap does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _kill_if(pid_file: Path, program: str) -> None:
+    """SIGKILL the process named in ``pid_file`` if it still runs ``program`` (a pid can be
+    reused by another process after a reboot or a long time)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int(pid_file.read_text().split()[0])
+        if program in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def sweep_leftovers() -> list[str]:
+    """Remove the servers of runs that died without cleaning up (SIGKILL, a lost machine):
+    kill their PostgreSQL and Redis, delete their folders and namespaces. Returns what it
+    removed. A live run's servers are left alone."""
+    removed = []
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*-*"):
+        owner = root.name.removeprefix(PREFIX).split("-")[1]
+        if not owner.isdigit() or alive(int(owner)):
+            continue
+        _kill_if(root / "data" / "postmaster.pid", "postgres")
+        _kill_if(root / "redis.pid", "redis-server")
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(str(root))
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    for line in listing.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        owner = name.removeprefix("webhooks-")
+        if name.startswith("webhooks-") and owner.isdigit() and not alive(int(owner)):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            outer = f"whk{int(owner) % 16384}o"
+            subprocess.run(["ip", "link", "del", outer], capture_output=True, check=False)
+            removed.append(f"namespace {name}")
+    return removed
+
+
 class Owned:
     """A context manager whose exit, however it is reached, is :meth:`close`."""
 
@@ -73,7 +121,7 @@ class PrivatePostgres(Owned):
         self.namespace = namespace
         self.host = namespace.inner_address if namespace else "127.0.0.1"
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="webhooks-private-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}pg-{os.getpid()}-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self._as_root = os.geteuid() == 0
@@ -134,7 +182,7 @@ class PrivateRedis(Owned):
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="webhooks-private-redis-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}redis-{os.getpid()}-"))
         self.log = self.root / "redis.log"
         self.popen: subprocess.Popen[bytes] | None = None
         try:
@@ -154,6 +202,7 @@ class PrivateRedis(Owned):
                  "--save", "", "--appendonly", "no", "--dir", str(self.root)],
                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
+        (self.root / "redis.pid").write_text(str(self.popen.pid))
         wait_until(self._answers, timeout=30, interval=0.05)
 
     def _answers(self) -> bool:
@@ -192,7 +241,7 @@ class Namespace(Owned):
     def __init__(self) -> None:
         if os.geteuid() != 0:
             raise PermissionError("a network namespace needs root (ip netns, tc)")
-        tag = os.getpid() % 16384
+        tag = os.getpid() % 16384  # sweep_leftovers knows this naming
         self.name = f"webhooks-{os.getpid()}"
         self.outer, self.inner = f"whk{tag}o", f"whk{tag}i"
         block = tag * 4  # a /30 per tag inside 10.213.0.0/16: .1 outside, .2 inside

@@ -87,7 +87,7 @@ from bench.common import (
     terminate_on_sigterm,
     wait_until,
 )
-from bench.outages import FAULTS, SMOKE_FAULTS, Deployment, Fault
+from bench.outages import FAULTS, SMOKE_FAULTS, WORK_PREFIX, Deployment, Fault
 
 PATH = "/webhooks/generic/"
 WEB_WORKERS = 4
@@ -124,7 +124,7 @@ RETRY_HORIZON = 120
 def main() -> int:
     args = parse_args()
     terminate_on_sigterm()
-    work = Path(tempfile.mkdtemp(prefix="webhooks-bench-soak-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     try:
         with bench_lock():
             reports = [soak(args, leg, faults, work / leg) for leg, faults in legs(args)]

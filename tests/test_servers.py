@@ -4,16 +4,18 @@ themselves against the app; this is the promise that they never leak into the ma
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
-from bench.common import wait_until
-from bench.servers import Namespace, PrivatePostgres, PrivateRedis
+from bench.common import REPO, wait_until
+from bench.servers import Namespace, PrivatePostgres, PrivateRedis, alive, sweep_leftovers
 
 pytestmark = pytest.mark.process
 
@@ -22,15 +24,6 @@ SHARED_PORTS = {5432, 6379}
 
 def namespaces() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-
-
-def alive(pid: int) -> bool:
-    """Running, or stopped; not a zombie that its new parent (init) has yet to reap."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root (CI runs as root)")
@@ -100,3 +93,34 @@ def answers(pg: PrivatePostgres) -> bool:
             return conn.execute("SELECT 1").fetchone() == (1,)
     except psycopg.OperationalError:
         return False
+
+
+RUN_THEN_HANG = """
+import json, sys, time
+from bench.servers import Namespace, PrivatePostgres, PrivateRedis
+namespace = Namespace()
+pg, rd = PrivatePostgres(namespace), PrivateRedis()
+postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+print(json.dumps([postmaster, rd.popen.pid, str(pg.root), str(rd.root), namespace.name]))
+sys.stdout.flush()
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root (CI runs as root)")
+def test_what_a_run_killed_with_sigkill_left_is_swept_by_the_next_one():
+    """No ``finally`` runs in a SIGKILLed soak: the next run's deployment sweeps its servers."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", RUN_THEN_HANG], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        postmaster, redis_pid, pg_root, redis_root, name = json.loads(run.stdout.readline())
+    finally:
+        run.kill()
+        run.wait(10)
+    assert alive(postmaster) and alive(redis_pid) and name in namespaces()
+    removed = sweep_leftovers()
+    assert pg_root in removed and redis_root in removed and f"namespace {name}" in removed
+    assert wait_until(lambda: not alive(postmaster) and not alive(redis_pid), timeout=10)
+    assert not Path(pg_root).exists() and not Path(redis_root).exists()
+    assert name not in namespaces()
