@@ -12,7 +12,9 @@ from django.test import override_settings
 from django.urls import include, path
 
 from tests.conftest import envelope, sign
-from tests.processes import manage_py, subprocess_env
+from tests.processes import Server, manage_py, running, subprocess_env
+from tests.settings_providers import SOURCE_OF_SCHEME
+from tests.settings_providers import WEBHOOKS as PROVIDER_WEBHOOKS
 from webhooks_app import tasks
 from webhooks_app.management.commands import send_test_webhook
 from webhooks_app.models import ProcessingControl, WebhookEvent
@@ -163,9 +165,70 @@ def test_server_assigned_and_command_ids_have_one_format(server):
         assert str(uuid.UUID(webhook_id)) == webhook_id
 
 
-def test_send_test_webhook_refuses_provider_sources():
-    with pytest.raises(CommandError, match="uses the 'github' scheme"):
-        call_command("send_test_webhook", "record", "--source", "github", stdout=StringIO())
+def test_send_test_webhook_names_no_workflow_for_a_provider_source():
+    with pytest.raises(CommandError) as refused:
+        send("record", "--source", "github")
+    assert str(refused.value) == (
+        "Source 'github' uses the 'github' scheme, whose ROUTES choose the workflow: leave "
+        "WORKFLOW out to send its provider's sample payload (--event-type picks which)."
+    )
+
+
+@pytest.mark.process
+def test_send_test_webhook_sends_every_providers_sample_to_a_real_server(
+    transactional_db, monkeypatch
+):
+    """``--source S`` for every built-in scheme, to this project's path on a real gunicorn
+    serving the same sources; each run is a new delivery (here: two of Stripe's)."""
+    server = Server(env=subprocess_env(DJANGO_SETTINGS_MODULE="tests.settings_providers"))
+    base = f"http://127.0.0.1:{server.port}"
+    monkeypatch.setattr(send_test_webhook, "DEFAULT_BASE_URL", base)
+    sources = [*sorted({*SOURCE_OF_SCHEME.values(), "gitlab_signed"}), "stripe"]
+    with running(server), override_settings(WEBHOOKS=PROVIDER_WEBHOOKS):
+        for source in sources:
+            out = send("--source", source)
+            assert out.startswith(f"POST {base}/webhooks/{source}/ -> 202\n"), out
+            assert json.loads(out.split("\n", 1)[1])["status"] == "accepted"
+    stored = WebhookEvent.objects.order_by("pk").values_list("source", flat=True)
+    assert list(stored) == sources
+
+
+@pytest.mark.process
+def test_send_test_webhook_picks_the_sample_and_the_id(server):
+    url = f"http://127.0.0.1:{server.port}/webhooks/github/"
+    send("--source", "github", "--event-type", "push", "--id", "cmd-push-1", "--url", url)
+    event = WebhookEvent.objects.get(source="github")
+    assert (event.webhook_id, event.event_type, event.workflow_name) == (
+        "cmd-push-1",
+        "push",
+        "record",
+    )
+    assert event.payload["ref"] == "refs/heads/main"
+
+
+def test_send_test_webhook_names_the_known_sources_and_event_types():
+    with pytest.raises(CommandError) as refused:
+        send("--source", "nope")
+    assert str(refused.value) == (
+        "No webhook source 'nope' is configured. Known sources: generic, github, ordered."
+    )
+    with pytest.raises(CommandError) as refused:
+        send("--source", "github", "--event-type", "issues")
+    assert str(refused.value) == (
+        "The 'github' scheme has no sample of event type 'issues'. Known event types: push."
+    )
+
+
+def test_send_test_webhook_keeps_envelope_options_to_the_envelope():
+    with pytest.raises(CommandError) as refused:
+        send("--source", "github", "--inputs", "{}")
+    assert str(refused.value) == "--inputs goes with WORKFLOW: a sample payload has its own."
+    with pytest.raises(CommandError) as refused:
+        send("record", "--event-type", "push")
+    assert str(refused.value) == (
+        "--event-type picks a sample payload; with WORKFLOW the envelope's event type is the "
+        "workflow."
+    )
 
 
 def steer(command: str, *args: str) -> str:
