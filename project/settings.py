@@ -7,7 +7,10 @@ the Redis broker. Everything a deployment changes comes from the environment.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import tempfile
@@ -212,10 +215,46 @@ def _create_private_file(path: Path, text: str) -> None:
         os.unlink(temporary)
 
 
+def development_sources(dev_secret: str) -> dict[str, dict[str, Any]]:
+    """With ``DEBUG`` on, one source per provider scheme (named after it), routed to
+    ``log_event``, so ``manage.py send_test_webhook --source stripe`` (or any other) works
+    against ``make run`` at once. Each secret is derived from ``var/dev-secret`` in the form its
+    provider hands out, and differs from every other (a token scheme's secret travels in clear:
+    it must never be another source's HMAC key); ``WEBHOOK_SECRET_<SOURCE>`` replaces it.
+    A deployment (``DEBUG`` off) configures only the sources it really has.
+    """
+
+    def derived(scheme: str) -> bytes:
+        return hmac.new(dev_secret.encode(), scheme.encode(), hashlib.sha256).digest()
+
+    secrets_by_scheme = {
+        "github": derived("github").hex(),
+        "gitlab": derived("gitlab").hex(),
+        "shopify": derived("shopify").hex(),
+        "slack": derived("slack").hex(),
+        "standard": "whsec_" + base64.b64encode(derived("standard")).decode(),
+        "stripe": "whsec_" + derived("stripe").hex(),
+        "telegram": base64.urlsafe_b64encode(derived("telegram")).decode().rstrip("="),
+        "twilio": derived("twilio").hex()[:32],
+        "whatsapp": derived("whatsapp").hex()[:32],
+    }
+    return {
+        scheme: {
+            "SCHEME": scheme,
+            "SECRETS": [os.environ.get(f"WEBHOOK_SECRET_{scheme.upper()}") or secret],
+            "ROUTES": {"*": "log_event"},
+        }
+        for scheme, secret in secrets_by_scheme.items()
+    }
+
+
 _dev_secret = development_secret(VAR_DIR)
 WEBHOOKS: dict[str, Any] = {
     # Production secrets come from the environment: WEBHOOK_SECRET_GENERIC or _DEFAULT.
-    "SOURCES": {"generic": {"SCHEME": "generic", "SECRETS": [_dev_secret] if _dev_secret else []}},
+    "SOURCES": {
+        "generic": {"SCHEME": "generic", "SECRETS": [_dev_secret] if _dev_secret else []},
+        **(development_sources(_dev_secret) if DEBUG and _dev_secret else {}),
+    },
 }
 
 REST_FRAMEWORK = {

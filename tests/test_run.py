@@ -1,5 +1,6 @@
 """``make run``'s script: a fresh var/ directory, SQLite + ORM broker, web + qcluster, a signed
-test webhook processed, and Ctrl-C stopping both processes."""
+test webhook processed, every provider's sample sent with ``send_test_webhook --source`` and
+processed, and Ctrl-C stopping both processes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ import pytest
 from tests.processes import REPO, Process, free_port, wait_until
 
 pytestmark = pytest.mark.process
+
+#: The demo's development sources: one per provider scheme (project/settings.py).
+PROVIDER_SOURCES = [
+    "github", "gitlab", "shopify", "slack", "standard", "stripe", "telegram", "twilio", "whatsapp",
+]  # fmt: skip
 
 
 def test_make_run_serves_and_processes_a_test_webhook(tmp_path):
@@ -51,6 +57,27 @@ def test_make_run_serves_and_processes_a_test_webhook(tmp_path):
             return row[0] if row else None
 
         wait_until(lambda: status() == "succeeded", timeout=30, interval=0.3)
+
+        # Every provider's sample, signed as that provider would, against the same server: the
+        # demo's development sources need no setup (their secrets derive from var/dev-secret).
+        for source in PROVIDER_SOURCES:
+            sent = subprocess.run(
+                [sys.executable, "manage.py", "send_test_webhook", "--source", source,
+                 "--url", f"http://127.0.0.1:{port}/webhooks/{source}/"],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert sent.returncode == 0, (source, sent.stdout, sent.stderr)
+            assert "-> 202" in sent.stdout, (source, sent.stdout)
+
+        def statuses() -> dict[str, str]:
+            with sqlite3.connect(tmp_path / "db.sqlite3", timeout=10) as db:
+                return dict(db.execute("SELECT source, status FROM webhooks_app_webhookevent"))
+
+        wait_until(
+            lambda: all(statuses().get(s) == "succeeded" for s in PROVIDER_SOURCES),
+            timeout=60,
+            interval=0.5,
+        )
     finally:
         run.popen.send_signal(signal.SIGINT)
         run.popen.wait(40)
