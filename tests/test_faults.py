@@ -91,18 +91,19 @@ def test_redis_down_at_receipt_is_stored_then_recovered_and_run_once(transaction
     assert "stays pending until recovery" in web.output()
 
     redis_env = subprocess_env(REDIS_URL=REAL_REDIS, WEBHOOKS_TEST_QUEUE=f"faults-{free_port()}")
+    WebhookEvent.objects.filter(webhook_id="redis-down-1").update(
+        received_at=WebhookEvent.objects.get(webhook_id="redis-down-1").received_at.replace(
+            year=2000
+        )
+    )  # older than the grace period, as it would be a minute later
+    # Before any cluster runs: a running worker's heartbeat would recover it first.
+    recovered = subprocess.run(
+        [sys.executable, "manage.py", "recover_webhook_events"],
+        cwd=REPO, env=redis_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "Recovered: 1 pending" in recovered.stdout, recovered.stderr
     cluster = Cluster(env=redis_env)
     try:
-        WebhookEvent.objects.filter(webhook_id="redis-down-1").update(
-            received_at=WebhookEvent.objects.get(webhook_id="redis-down-1").received_at.replace(
-                year=2000
-            )
-        )  # older than the grace period, as it would be a minute later
-        recovered = subprocess.run(
-            [sys.executable, "manage.py", "recover_webhook_events"],
-            cwd=REPO, env=redis_env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert "Recovered: 1 pending" in recovered.stdout, recovered.stderr
         wait_until(
             lambda: (
                 WebhookEvent.objects.get(webhook_id="redis-down-1").status == EventStatus.SUCCEEDED
