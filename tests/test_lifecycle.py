@@ -5,7 +5,7 @@ without it (the same statement, then a read)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -238,17 +238,34 @@ def test_rate_limit_holds_a_window_and_defers_without_an_attempt(statements):
     events = [limited(str(n), "five_per_second") for n in range(7)]
     now = timezone.now()
     assert all(lifecycle.claim(e.pk, now) is not None for e in events[:5])
+    # The starts are recorded as the claims took the lock, a little after ``now``.
+    first = datetime.fromtimestamp(
+        ProcessingControl.objects.get(name="five_per_second").rate_starts[0], tz=UTC
+    )
     assert lifecycle.claim(events[5].pk, now) is None  # the window holds 5 starts
     deferred = WebhookEvent.objects.get(pk=events[5].pk)
     assert deferred.waiting_for == "rate" and deferred.attempts == 0
-    assert deferred.next_attempt_at == now + timedelta(seconds=1)  # when a start leaves it
+    assert deferred.next_attempt_at == first + timedelta(seconds=1)  # when a start leaves it
     assert lifecycle.waiting_reason(deferred) == "waiting for the rate limit of 'five_per_second'"
     assert lifecycle.claim(events[6].pk, now) is None
     # The next one waiting wakes 1/5 s later: waiting events do not wake all at once.
-    assert WebhookEvent.objects.get(pk=events[6].pk).next_attempt_at == now + timedelta(seconds=1.2)
-    assert lifecycle.claim(deferred.pk, now + timedelta(seconds=0.99)) is None  # still full
-    assert lifecycle.claim(deferred.pk, now + timedelta(seconds=1)) is not None
+    waiting = WebhookEvent.objects.get(pk=events[6].pk)
+    assert waiting.next_attempt_at == first + timedelta(seconds=1.2)
+    # (a claim passed a later time than the clock's is judged at that time)
+    assert lifecycle.claim(deferred.pk, first + timedelta(seconds=0.99)) is None  # still full
+    assert lifecycle.claim(deferred.pk, first + timedelta(seconds=1)) is not None
     assert WebhookEvent.objects.filter(attempts=1).count() == 6
+
+
+def test_a_rate_limited_claim_that_waited_for_the_lock_records_when_it_really_started():
+    """A claim that began (and read its clock) before waiting behind others for the workflow's
+    lock: had it recorded that earlier time, the start would leave the window early, and the
+    window would hold one start too many (seen on two nodes: 7 starts in a second at 5/s)."""
+    event = limited("late", "five_per_second")
+    began_waiting = timezone.now() - timedelta(seconds=0.9)
+    assert lifecycle.claim(event.pk, began_waiting) is not None
+    [start] = ProcessingControl.objects.get(name="five_per_second").rate_starts
+    assert start >= timezone.now().timestamp() - 0.1
 
 
 def test_finish_writes_nothing_once_the_attempt_was_taken_back():

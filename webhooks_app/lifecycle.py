@@ -256,12 +256,7 @@ def _mark_waiting(
 
 
 def _claim_limited(
-    event_id: int,
-    workflow: str,
-    waiting_for: str,
-    now: datetime,
-    *,
-    recounted: bool = False,
+    event_id: int, workflow: str, waiting_for: str, now: datetime, *, recounted: bool = False
 ) -> WebhookEvent | None:
     """Claim an event of a workflow with a concurrency or rate limit.
 
@@ -276,6 +271,11 @@ def _claim_limited(
     event = None
     with transaction.atomic():
         control = _lock_workflow(workflow, read=rate is not None)
+        # Judged no earlier than the lock is held: a claim that waited for it behind others
+        # would otherwise judge (and record) its start at the time it began to wait, in a
+        # window that others have filled since, and a later claim would let that early start
+        # leave the window too soon.
+        now = max(now, timezone.now())
         full = concurrency is not None and _running(workflow) >= concurrency
         if full:
             _mark_waiting(event_id, "concurrency", now)
