@@ -1,8 +1,9 @@
 """Real server and cluster processes for the tests that need them (concurrency, end to end).
 
-Each process runs the test settings against the test database pytest-django created, found
-through ``WEBHOOKS_TEST_SUBPROCESS_DB``; the Redis queue name is shared through the
-environment as well (see tests/settings.py).
+Each process runs the test settings that pytest runs (tests/settings.py, or a module of its own
+such as tests/settings_tasks.py) against the test database pytest-django created, found through
+``WEBHOOKS_TEST_SUBPROCESS_DB``; the Redis queue name is shared through the environment as well
+(see tests/settings.py).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ LOG_DIR = REPO / "var" / "test-logs"
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
+    from django.conf import settings
+
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
+        DJANGO_SETTINGS_MODULE=settings.SETTINGS_MODULE,
         WEBHOOKS_TEST_SUBPROCESS_DB=str(connection.settings_dict["NAME"]),
         PYTHONPATH=str(REPO),
         PYTHONUNBUFFERED="1",
@@ -152,13 +155,40 @@ class UvicornServer(Server):
         ]  # fmt: skip
 
 
+#: How a django-tasks-db worker polls in the tests: as often as the test cluster (``poll``),
+#: started at once.
+DB_WORKER_ARGS = ["--interval", "0.05", "--no-startup-delay", "--no-reload"]
+#: What a django-tasks-db worker prints once its heartbeat runs and it takes tasks.
+DB_WORKER_STARTED = "Starting worker worker_id="
+#: A node of django-tasks-db workers: ``db_worker`` is one process running one task at a time,
+#: so a shell starts as many as a test cluster has workers, and passes SIGTERM on (a graceful
+#: stop). It is the node's main process: killing it alone orphans its workers, as killing
+#: qcluster's main process does.
+DB_WORKER_POOL = """
+for _ in $(seq "$WORKERS"); do "$@" & workers="$workers $!"; done
+trap 'kill -TERM $workers; wait' TERM
+wait
+"""
+
+
 class Cluster(Process):
-    """``manage.py qcluster`` with the test settings."""
+    """A worker node with the test settings and ``Q_CLUSTER["workers"]`` workers:
+    ``manage.py qcluster``, or with ``TASK_RUNNER = "django_tasks"`` as many ``manage.py
+    db_worker`` processes (:data:`DB_WORKER_POOL`)."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
-        super().__init__(
-            "qcluster", [sys.executable, "manage.py", "qcluster"], env or subprocess_env()
-        )
+        from django.conf import settings
+
+        from webhooks_app.conf import webhook_settings
+
+        self.runner = webhook_settings.TASK_RUNNER
+        env = env or subprocess_env()
+        if self.runner == "django_tasks":
+            env = {**env, "WORKERS": str(settings.Q_CLUSTER["workers"])}
+            worker = [sys.executable, "manage.py", "db_worker", *DB_WORKER_ARGS]
+            super().__init__("db_worker", ["sh", "-c", DB_WORKER_POOL, "sh", *worker], env)
+        else:
+            super().__init__("qcluster", [sys.executable, "manage.py", "qcluster"], env)
 
     def kill_main(self) -> None:
         """SIGKILL only the main process: its sentinel and workers live on, orphaned, and finish
@@ -176,14 +206,23 @@ class Cluster(Process):
 
 
 def wait_for_workers(*clusters: Cluster, timeout: float = 30) -> None:
-    """Until every cluster reports its full pool of workers (as health shows them), so that a
+    """Until every cluster reports its full pool of workers (as health shows them; a
+    django-tasks-db worker, which reports to no one, once its log says it started), so that a
     test measuring several nodes does not start while one of them is still spawning."""
     from django.conf import settings
+
+    size = settings.Q_CLUSTER["workers"]
+    if all(cluster.runner == "django_tasks" for cluster in clusters):
+        wait_until(
+            lambda: all(cluster.output().count(DB_WORKER_STARTED) == size for cluster in clusters),
+            timeout=timeout,
+            interval=0.2,
+        )
+        return
+
     from django_q.status import Stat
 
     from webhooks_app import queue
-
-    size = settings.Q_CLUSTER["workers"]
 
     def ready() -> bool:
         pools = [stat.workers for stat in Stat.get_all(broker=queue.broker())]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import django
 import pytest
-from django.conf import settings
+from django.conf import global_settings, settings
 from django.core import checks as django_checks
 from django.test import override_settings
 
@@ -421,6 +423,73 @@ def test_the_redis_broker_keeps_cluster_state_in_redis_whatever_the_cache():
 def test_the_demo_and_test_settings_share_their_cache():
     """The test settings are the demo's (file cache, or Redis with REDIS_URL): no W007."""
     assert checks.check_queue() == []
+
+
+# The task runner (contract §14)
+
+TASKS_DB = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+ON_DJANGO_TASKS = {**settings.WEBHOOKS, "TASK_RUNNER": "django_tasks"}
+
+
+def test_an_unknown_task_runner_is_an_error():
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "TASK_RUNNER": "celery"}):
+        assert run_checks() == [message("E011", runner="celery")]
+    assert message("E011", runner="celery").msg == (
+        "WEBHOOKS['TASK_RUNNER'] is 'celery', which is no task runner: no webhook event would "
+        "ever run."
+    )
+
+
+def test_django_tasks_without_the_framework_is_an_error(monkeypatch):
+    with override_settings(WEBHOOKS=ON_DJANGO_TASKS, TASKS=TASKS_DB), monkeypatch.context() as m:
+        # What find_spec reports for a module that sys.modules holds as None: not installed.
+        # (Only while the settings hold: the framework's receivers import it when they change.)
+        m.setitem(sys.modules, "django.tasks", None)
+        m.setitem(sys.modules, "django_tasks", None)
+        assert run_checks() == [message("E012")]
+    assert message("E012").hint == (
+        "pip install 'webhooks-app[tasks]' (django-tasks and django-tasks-db), or set "
+        "WEBHOOKS['TASK_RUNNER'] to 'django_q'."
+    )
+
+
+def test_django_tasks_without_a_tasks_setting_is_an_error(settings):
+    """Django's default backend would run each workflow inside the request that delivered it."""
+    settings.WEBHOOKS = ON_DJANGO_TASKS
+    if django.VERSION >= (6,):
+        settings.TASKS = global_settings.TASKS  # Django 6 always has TASKS: its default
+    else:
+        del settings.TASKS
+    assert run_checks() == [message("E013")]
+    assert message("E013").hint == (
+        "Set TASKS = {'default': {'BACKEND': 'django_tasks_db.DatabaseBackend'}}, add "
+        "'django_tasks_db' to INSTALLED_APPS and run manage.py db_worker."
+    )
+
+
+def test_django_tasks_skips_the_django_q2_checks():
+    """With the database backend, after webhooks_app (whose db_worker then wins): clean, and no
+    Q_CLUSTER is needed."""
+    with override_settings(
+        WEBHOOKS=ON_DJANGO_TASKS, TASKS=TASKS_DB, INSTALLED_APPS=with_django_tasks_db(after=True)
+    ):
+        del settings.Q_CLUSTER
+        assert run_checks() == []
+
+
+def test_django_tasks_db_before_webhooks_app_is_an_error():
+    """Its own db_worker would then be the one manage.py runs, without the heartbeat."""
+    with override_settings(
+        WEBHOOKS=ON_DJANGO_TASKS, TASKS=TASKS_DB, INSTALLED_APPS=with_django_tasks_db(after=False)
+    ):
+        assert run_checks() == [message("E014")]
+
+
+def with_django_tasks_db(*, after: bool) -> list[str]:
+    """The test apps with django_tasks_db right after or right before webhooks_app."""
+    installed = [app for app in settings.INSTALLED_APPS if app != "django_tasks_db"]
+    at = installed.index("webhooks_app") + after
+    return [*installed[:at], "django_tasks_db", *installed[at:]]
 
 
 def test_levels_follow_the_ids():

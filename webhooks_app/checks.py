@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from importlib.util import find_spec
 from typing import Any
 
-from django.conf import settings
+from django.apps import apps
+from django.conf import global_settings, settings
 from django.core import checks
+from django.core.management import get_commands
 from django.core.signals import request_started
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
 from webhooks_app import ordering, registry
-from webhooks_app.conf import SourceConfig, secret_env_names, webhook_settings
+from webhooks_app.conf import TASK_RUNNERS, SourceConfig, secret_env_names, webhook_settings
 from webhooks_app.schemes import get_scheme, scheme_names
 from webhooks_app.schemes.base import SharedTokenScheme
 from webhooks_app.schemes.standard import signing_key
@@ -110,6 +113,31 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "WEBHOOKS['SOURCES'][{source!r}]['ORDER_KEY'] = {spec!r} cannot be loaded: {error}.",
         "Give 'module.path:function' of a callable taking (payload, event_type) and returning "
         "a string or None, or a dotted path into the payload such as 'data.object.customer'.",
+    ),
+    "E011": (
+        "WEBHOOKS['TASK_RUNNER'] is {runner!r}, which is no task runner: no webhook event "
+        "would ever run.",
+        "Set it to 'django_q' (django-q2's qcluster, the default) or 'django_tasks' (Django's "
+        "Tasks framework).",
+    ),
+    "E012": (
+        "WEBHOOKS['TASK_RUNNER'] is 'django_tasks', but Django's Tasks framework is not "
+        "installed: it is django.tasks from Django 6 on, the django-tasks backport on Django 5.2.",
+        "pip install 'webhooks-app[tasks]' (django-tasks and django-tasks-db), or set "
+        "WEBHOOKS['TASK_RUNNER'] to 'django_q'.",
+    ),
+    "E013": (
+        "WEBHOOKS['TASK_RUNNER'] is 'django_tasks', but settings.TASKS is not set: Django's "
+        "default backend (ImmediateBackend) would run every workflow inside the request that "
+        "delivered it.",
+        "Set TASKS = {{'default': {{'BACKEND': 'django_tasks_db.DatabaseBackend'}}}}, add "
+        "'django_tasks_db' to INSTALLED_APPS and run manage.py db_worker.",
+    ),
+    "E014": (
+        "manage.py db_worker is django_tasks_db's own, not webhooks_app's, because "
+        "'django_tasks_db' comes before 'webhooks_app' in INSTALLED_APPS: its workers would "
+        "neither renew the leases of the attempts they run nor recover stranded events.",
+        "Put 'webhooks_app' before 'django_tasks_db' in INSTALLED_APPS.",
     ),
     "W001": (
         "Webhook signatures are switched off while DEBUG is False: anyone can post events.",
@@ -325,6 +353,12 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 @checks.register()
 def check_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The configuration of the runner ``TASK_RUNNER`` names."""
+    runner = webhook_settings.TASK_RUNNER
+    if runner not in TASK_RUNNERS:
+        return [message("E011", runner=runner)]
+    if runner == "django_tasks":
+        return _check_django_tasks()
     q_cluster = getattr(settings, "Q_CLUSTER", {}) or {}
     found: list[checks.CheckMessage] = []
     broker = configured_broker(q_cluster)
@@ -341,6 +375,20 @@ def check_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
     elif retry <= timeout:
         found.append(message("E004", retry=retry, timeout=timeout))
     return found
+
+
+def _check_django_tasks() -> list[checks.CheckMessage]:
+    # find_spec: whether it could be imported, without importing what TASKS may not configure.
+    if not (find_spec("django.tasks") or find_spec("django_tasks")):
+        return [message("E012")]
+    # Not set, or the framework's own default (Django 6 has one in global_settings), which the
+    # framework also tells by identity.
+    configured = getattr(settings, "TASKS", None)
+    if not configured or configured is getattr(global_settings, "TASKS", None):
+        return [message("E013")]
+    if apps.is_installed("django_tasks_db") and get_commands().get("db_worker") != "webhooks_app":
+        return [message("E014")]
+    return []
 
 
 def configured_broker(q_cluster: Mapping[str, Any]) -> str | None:

@@ -39,7 +39,12 @@ DEFAULTS: dict[str, Any] = {
     # otherwise. Not DRF's default, whose BasicAuthentication replays without a CSRF token.
     "API_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "HEALTH_TOKEN": "",  # `Authorization: Bearer <token>` sees the health details; "" = none
+    # What runs the events: "django_q" (django-q2's qcluster) or "django_tasks" (Django's Tasks
+    # framework on the TASKS backend; django-tasks-db's db_worker): one of TASK_RUNNERS.
+    "TASK_RUNNER": "django_q",
 }
+
+TASK_RUNNERS = ("django_q", "django_tasks")
 
 DEFAULT_SOURCE = "generic"
 ENV_SIGNATURE_REQUIRED = "WEBHOOK_SIGNATURE_REQUIRED"

@@ -1,5 +1,6 @@
-"""The heartbeat of a qcluster worker process: renew the lease of the attempt it runs, take back
-the attempts of workers that are gone, and put back on the queue what the queue lost.
+"""The heartbeat of a worker process (a qcluster worker or a ``db_worker``): renew the lease of
+the attempt it runs, take back the attempts of workers that are gone, and put back on the
+queue what the queue lost.
 
 It is a thread of the very process that runs the workflow, so a lease is renewed exactly as
 long as that process lives: a worker whose cluster's master was killed keeps its lease while
@@ -7,9 +8,10 @@ it finishes (an orphan is alive, and its attempt is never taken over), and one t
 stops renewing at once. A workflow that swallows django-q2's timeout keeps its lease too,
 until django-q2's guard kills its process.
 
-Started by every worker as it spawns (so a starting cluster takes back lapsed leases before
-its first task), and only there: a web process or a test that calls ``process_event`` itself
-holds no heartbeat, and its lease is only the first ``LEASE_SECONDS``.
+Started by every worker as it spawns (django-q2's ``post_spawn``; webhooks_app's
+``db_worker``), so a starting worker takes back lapsed leases before its first task, and only
+there: a web process or a test that calls ``process_event`` itself holds no heartbeat, and its
+lease is only the first ``LEASE_SECONDS``.
 """
 
 from __future__ import annotations
