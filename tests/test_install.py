@@ -1,8 +1,8 @@
-"""Install and first run as a newcomer meets them (issue #12): the README's install section
-followed literally in a fresh ``django-admin startproject``, the demo's console, and what
-``make run`` / ``make test`` install.
+"""Install and first run as a newcomer meets them (issue #12): the quickstart's install section
+(docs/quickstart.md) followed literally in a fresh ``django-admin startproject``, the demo's
+console, and what ``make run`` / ``make test`` install.
 
-The README marks each install step with ``<!-- install:NAME -->`` before its code block; the
+The quickstart marks each install step with ``<!-- install:NAME -->`` before its code block; the
 install test runs exactly those blocks, changing only what a test must: ``pip`` installs into a
 private folder without dependencies (they are this virtualenv's), and the web server listens on
 a free port instead of 8000.
@@ -25,7 +25,7 @@ import pytest
 
 from tests.processes import REPO, Process, free_port, running, wait_until
 
-README = REPO / "README.md"
+README = REPO / "docs" / "quickstart.md"
 SNIPPET = re.compile(r"<!-- install:(?P<name>[\w-]+) -->\n```\w+\n(?P<code>.*?)\n```", re.S)
 INSTALL_STEPS = ["pip", "workflow", "settings", "urls", "migrate", "secret", "run", "sender"]
 #: Where the README's commands and sender expect the web server (runserver's default).
