@@ -96,21 +96,31 @@ def event_status(project: Path, webhook_id: str) -> str | None:
 
 
 @pytest.mark.process
-def test_a_fresh_startproject_installed_as_the_readme_says(tmp_path):
+def test_a_fresh_startproject_installed_from_the_built_wheel_as_the_quickstart_says(tmp_path):
     steps = readme_steps()
     site = tmp_path / "site"
     project = tmp_path / "project"
     project.mkdir()
     shell = fresh_shell(PYTHONPATH=str(site))  # where pip --target put the app
 
-    # pip install /path/to/webhooks_app (the dependencies are this virtualenv's)
+    # pip install /path/to/webhooks_app, as the built wheel (the dependencies are this
+    # virtualenv's: a fresh one would fetch them from the package index on every run)
     [pip] = commands(steps["pip"])
     assert pip == ["pip", "install", "/path/to/webhooks_app"]
+    dist = tmp_path / "dist"
     run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist),
          str(checkout_copy(tmp_path / "checkout"))],
         tmp_path, shell,
     )  # fmt: skip
+    [wheel] = dist.glob("webhooks_app-*.whl")
+    run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+         str(wheel)],
+        tmp_path, shell,
+    )  # fmt: skip
+    for shipped in ("py.typed", "samples/stripe/invoice.paid.json", "templates", "static"):
+        assert (site / "webhooks_app" / shipped).exists(), f"the wheel lacks {shipped}"
     run([sys.executable, "-m", "django", "startproject", "mysite", str(project)], tmp_path, shell)
     run([sys.executable, "manage.py", "startapp", "myapp"], project, shell)
     workflow = steps["workflow"]
