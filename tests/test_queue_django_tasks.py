@@ -167,3 +167,12 @@ def test_the_db_worker_renews_the_lease_of_the_attempt_it_runs(server, cluster):
         timeout=30,
     )
     assert Span.objects.filter(webhook_id="long").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_dashboard_shows_the_runner_and_no_django_q2_clusters(admin_client):
+    """db_worker processes publish no cluster state: a "0 clusters seen" card would read as an
+    outage."""
+    page = admin_client.get("/admin/webhooks_app/webhookevent/dashboard/").content.decode()
+    assert "queued (django_tasks: DatabaseBackend)" in page
+    assert "clusters seen" not in page
