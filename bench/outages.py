@@ -77,6 +77,7 @@ class Deployment(contextlib.ExitStack):
         self.postgres: PrivatePostgres | None = None
         self.redis: PrivateRedis | None = None
         self.namespace: Namespace | None = None
+        self.tmpfs = False  # the SQLite leg's var/ is a filesystem of its own (root only)
         self.var = work / "var"
         self.var.mkdir()
         for leftover in sweep_leftovers() + sweep_mounts():
@@ -111,6 +112,7 @@ class Deployment(contextlib.ExitStack):
             capture_output=True,
         )
         self.callback(subprocess.run, ["umount", "-l", str(self.var)], check=False)
+        self.tmpfs = True
 
     @property
     def vendor(self) -> str:
@@ -194,7 +196,10 @@ _CHUNK = 1 << 20
 
 
 def fill_disk(deployment: Deployment) -> None:
-    """Write a ballast file until the filesystem refuses a single byte more."""
+    """Write a ballast file until the filesystem refuses a single byte more: only the run's
+    own tmpfs, never the disk the machine runs on."""
+    if not deployment.tmpfs:
+        raise PermissionError("disk-full needs root: a tmpfs of its own to fill")
     with (deployment.var / "ballast").open("wb", buffering=0) as ballast:
         chunk = _CHUNK
         while chunk:
