@@ -228,5 +228,7 @@ _ALL = (
           "the SQLite database's tmpfs filled to the last byte, 10 s, freed"),
 )  # fmt: skip
 FAULTS = {fault.name: fault for fault in _ALL}
+#: The faults that need root: a network namespace, a tmpfs of their own.
+NEEDS_ROOT = frozenset({"slow-link", "link-cut", "disk-full"})
 #: ``--faults --smoke``: the two outages every deployment will see.
 SMOKE_FAULTS = ("pg-restart", "redis-kill")

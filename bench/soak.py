@@ -87,7 +87,7 @@ from bench.common import (
     terminate_on_sigterm,
     wait_until,
 )
-from bench.outages import FAULTS, SMOKE_FAULTS, WORK_PREFIX, Deployment, Fault
+from bench.outages import FAULTS, NEEDS_ROOT, SMOKE_FAULTS, WORK_PREFIX, Deployment, Fault
 
 PATH = "/webhooks/generic/"
 WEB_WORKERS = 4
@@ -171,6 +171,8 @@ def parse_args() -> argparse.Namespace:
     unknown = sorted(set(args.faults) - set(FAULTS))
     if unknown:
         parser.error(f"unknown fault {', '.join(unknown)}: the faults are {', '.join(FAULTS)}")
+    if os.geteuid() != 0 and NEEDS_ROOT & set(args.faults):
+        parser.error(f"{', '.join(sorted(NEEDS_ROOT & set(args.faults)))} need root")
     if args.faults and args.kills:
         parser.error("--faults and --kills: one kind of chaos per run")
     if args.smoke and args.faults:
