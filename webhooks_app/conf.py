@@ -42,6 +42,12 @@ DEFAULTS: dict[str, Any] = {
     # What runs the events: "django_q" (django-q2's qcluster) or "django_tasks" (Django's Tasks
     # framework on the TASKS backend; django-tasks-db's db_worker): one of TASK_RUNNERS.
     "TASK_RUNNER": "django_q",
+    # Alert rules (contract §11): [{"NAME": ..., "WHEN": kind, ...}], evaluated every minute.
+    "ALERTS": [],
+    "ALERT_EMAIL": False,  # also mail_admins when an alert is raised or resolved
+    "ALERT_URLS": [],  # JSON POSTs (Slack-compatible "text") on raise and resolve
+    "ALERT_SIGNING_SECRET": "",  # signs those POSTs as Standard Webhooks when set
+    "METRICS_TOKEN": "",  # `Authorization: Bearer <token>` may scrape /webhooks/metrics/
 }
 
 TASK_RUNNERS = ("django_q", "django_tasks")

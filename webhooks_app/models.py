@@ -142,6 +142,84 @@ class ProcessingControl(models.Model):
         return f"{self.kind}:{self.name}"
 
 
+class ReplayState(models.TextChoices):
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class WebhookReplay(models.Model):
+    """One bulk replay by filter (contract §10): what it selects, and how far it has got.
+
+    The selection is fixed when the replay is created: the matching events whose id is at most
+    ``last_event_id`` then, so the count shown before it starts is the count it works through
+    (an event that stops matching meanwhile, say because it is running now, is skipped). The
+    background job queues them in batches of ascending id and stores its progress after each,
+    so a replay of a hundred thousand events never holds a request, and cancel is read
+    between batches.
+    """
+
+    #: The normalised filters: ``source``, ``workflow``, ``status`` (a list), ``event_type``,
+    #: ``since`` and ``until`` (ISO 8601, resolved when the replay was created).
+    filters = models.JSONField(default=dict)
+    state = models.CharField(
+        max_length=16, choices=ReplayState.choices, default=ReplayState.RUNNING
+    )
+    #: How many events matched when the replay was created.
+    count = models.PositiveIntegerField(default=0)
+    #: How many of them have been put back on the queue so far.
+    done = models.PositiveIntegerField(default=0)
+    #: The highest event id the selection includes (fixed at creation).
+    last_event_id = models.BigIntegerField(default=0)
+    #: The highest event id the job has dealt with: where the next batch starts.
+    cursor = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "bulk replay"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"replay {self.pk} ({self.state}, {self.done}/{self.count})"
+
+
+class WebhookAlert(models.Model):
+    """One opening of an alert rule (contract §11): raised when the rule first held, resolved
+    when it stopped holding.
+
+    At most one row per rule is open (``resolved_at`` NULL): the partial unique constraint is
+    what makes two evaluations racing to raise the same alert notify once, and resolving is a
+    conditional UPDATE only one of them wins. Notifications a URL failed to take are kept in
+    ``undelivered`` and tried again at the next evaluation.
+    """
+
+    rule = models.CharField(max_length=255)
+    #: The rule as it was configured when the alert was raised (its kind, threshold, scope).
+    definition = models.JSONField(default=dict)
+    #: What the rule measured when the alert was raised (then updated while it stays open).
+    value = models.FloatField(null=True, blank=True)
+    raised_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    #: Notifications not yet taken by their URL: ``[{"url": …, "state": "raised"|"resolved"}]``.
+    undelivered = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name = "alert"
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="webhooks_app_one_open_alert_per_rule",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} ({'open' if self.resolved_at is None else 'resolved'})"
+
+
 class EventEffect(models.Model):
     """A side effect a workflow has done for an event (see :func:`webhooks_app.effects.once`).
 
