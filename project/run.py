@@ -2,7 +2,9 @@
 
 Prints where the admin is and two ways to send a signed test webhook. A development secret is
 generated once into ``var/dev-secret`` unless ``WEBHOOK_SECRET_GENERIC`` (or
-``WEBHOOK_SECRET_DEFAULT``) is already set.
+``WEBHOOK_SECRET_DEFAULT``) is already set. Both processes count their metrics into one
+``PROMETHEUS_MULTIPROC_DIR`` (unless it is set: ``var/metrics``, emptied at every start), so
+that ``/webhooks/metrics/`` shows the cluster's attempts as well as the server's deliveries.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hmac
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +37,7 @@ def banner(base_url: str, secret: str) -> str:
 
   Admin:      {base_url}/admin/       create a user first:  {python} manage.py createsuperuser
   Health:     {base_url}/webhooks/health/
+  Metrics:    {base_url}/webhooks/metrics/   (Prometheus; log in to the admin first)
   Secret:     var/dev-secret (used as WEBHOOK_SECRET_GENERIC)
 
   Send a signed test webhook, either with curl:
@@ -81,6 +85,11 @@ def main() -> int:
     if secret is None:
         sys.exit("Set WEBHOOK_SECRET_GENERIC (DEBUG is off, so no development secret is made).")
     env = {**os.environ, "WEBHOOK_SECRET_GENERIC": secret, "PYTHONUNBUFFERED": "1"}
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        metrics_dir = var_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # before either process opens a file
+        metrics_dir.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "--no-input"], env=env, check=True, cwd=REPO)  # noqa: S603
 

@@ -81,11 +81,14 @@ def test_schema_documents_the_api_and_the_receiving_endpoints():
     assert response.status_code == 200
     schema = response.json()
     assert set(schema["paths"]) == {
-        "/webhooks/{source}/", "/webhooks/health/", "/webhooks/api/events/",
+        "/webhooks/{source}/", "/webhooks/health/", "/webhooks/metrics/", "/webhooks/api/events/",
         "/webhooks/api/events/{id}/", "/webhooks/api/events/{id}/replay/",
         "/webhooks/api/sources/", "/webhooks/api/sources/{name}/pause/",
         "/webhooks/api/sources/{name}/resume/", "/webhooks/api/workflows/",
         "/webhooks/api/workflows/{name}/pause/", "/webhooks/api/workflows/{name}/resume/",
+        "/webhooks/api/alerts/",
+        "/webhooks/api/replays/", "/webhooks/api/replays/{id}/",
+        "/webhooks/api/replays/{id}/cancel/",
     }  # fmt: skip
     responses = schema["paths"]["/webhooks/{source}/"]["post"]["responses"]
     assert {"202", "200", "401", "413", "415", "422", "503"} <= set(responses)

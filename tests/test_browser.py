@@ -57,6 +57,16 @@ def shoot(page: Any, name: str) -> None:
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
 
 
+def logged_in(browser: Any, base: str) -> Any:
+    """A new page, logged in to the admin as ``ops``."""
+    page = browser.new_page(viewport={"width": WIDTHS[0], "height": 900})
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "ops-password")
+    page.click("input[type=submit]")
+    return page
+
+
 def test_operator_finds_replays_and_purges_a_failed_event(server, cluster, browser, monkeypatch):
     # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain
     # synchronous test code, which Django would otherwise refuse.
@@ -78,11 +88,7 @@ def test_operator_finds_replays_and_purges_a_failed_event(server, cluster, brows
         lambda: WebhookEvent.objects.get(webhook_id=OK_ID).status == EventStatus.SUCCEEDED, 30
     )
 
-    page = browser.new_page(viewport={"width": WIDTHS[0], "height": 900})
-    page.goto(f"{base}/admin/login/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", "ops-password")
-    page.click("input[type=submit]")
+    page = logged_in(browser, base)
 
     page.goto(f"{base}/admin/webhooks_app/webhookevent/")
     # Every column visible beside both sidebars, a long webhook id cut short.
@@ -158,3 +164,46 @@ def test_operator_finds_replays_and_purges_a_failed_event(server, cluster, brows
         "ValueError: boom on attempt 3"
     )
     shoot(page, "dashboard")
+
+
+def test_operator_replays_all_matching_events_through_the_confirmation_page(
+    server, cluster, browser, monkeypatch
+):
+    """The incident's end: the bug is fixed, so every dead event of one source is replayed from
+    the filtered list, after a confirmation page with the count, in the background."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    User.objects.create_superuser("ops", "ops@example.com", "ops-password")
+    WebhookEvent.objects.bulk_create(
+        WebhookEvent(source=source, webhook_id=f"{source}-{i}", workflow_name="record",
+                     status=EventStatus.DEAD, attempts=3)
+        for source, count in (("generic", 3), ("github", 1))
+        for i in range(count)
+    )  # fmt: skip
+    page = logged_in(browser, f"http://127.0.0.1:{server.port}")
+    page.goto(f"http://127.0.0.1:{server.port}/admin/webhooks_app/webhookevent/")
+    assert page.locator("#replay-matching").count() == 0  # only a filtered list offers it
+
+    page.get_by_role("link", name="Dead", exact=True).click()
+    page.wait_for_url("**status__exact=dead**")
+    page.locator("#changelist-filter").get_by_role("link", name="generic", exact=True).click()
+    page.wait_for_url("**source=generic**")
+    assert page.locator("#result_list tbody tr").count() == 3
+    page.get_by_role("link", name="Replay all 3 matching").click()
+
+    page.wait_for_selector("#replay-confirmation")
+    assert page.locator("#replay-count").inner_text() == "3"
+    assert "status dead; source generic" in page.locator("#replay-confirmation").inner_text()
+    shoot(page, "replay-confirmation")
+    page.get_by_role("button", name="Yes, replay 3 events").click()
+
+    page.wait_for_url("**/webhookreplay/*/change/")
+    assert "started: 3 event(s) to queue in the background." in page.content()
+    # The page reloads itself while the replay runs.
+    page.wait_for_selector("#replay-state:text('Finished')", timeout=30_000)
+    assert page.locator("#replay-progress").inner_text() == "3 of 3 queued (100 %)"
+    wait_until(lambda: WebhookEvent.objects.filter(status=EventStatus.SUCCEEDED).count() == 3, 30)
+    assert set(
+        WebhookEvent.objects.filter(status=EventStatus.SUCCEEDED).values_list("source", flat=True)
+    ) == {"generic"}
+    assert WebhookEvent.objects.get(source="github").status == EventStatus.DEAD

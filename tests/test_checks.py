@@ -17,7 +17,7 @@ from django.core import checks as django_checks
 from django.test import override_settings
 
 from tests.processes import Server, manage_py, subprocess_env
-from webhooks_app import checks
+from webhooks_app import alerts, checks, registry
 from webhooks_app.checks import message
 
 GOOD_Q = {"orm": "default", "timeout": 10, "retry": 40}
@@ -34,6 +34,7 @@ def run_checks() -> list:
         *checks.check_database(),
         *checks.check_queue(),
         *checks.check_workflow_limits(),
+        *checks.check_alerts(),
     ]
 
 
@@ -57,6 +58,7 @@ def test_the_check_functions_are_registered_as_tested():
         checks.check_queue,
         checks.check_settings,
         checks.check_workflow_limits,
+        checks.check_alerts,
     ):
         assert check in registered.get_checks(False)
 
@@ -556,3 +558,153 @@ def test_a_server_logs_a_source_without_secret_once_at_its_first_request(tmp_pat
     error = message("E003", source="generic", env=GENERIC_ENV)
     line = f"ERROR webhooks_app {error.msg} {error.hint} (webhooks_app.E003)"
     assert server.output().count(line) == 1, server.output()
+
+
+# Alerts (contract §11)
+
+GOOD_RULE = {
+    "NAME": "failures", "WHEN": "failure_rate", "ABOVE": 0.2, "WINDOW": 300, "MIN_EVENTS": 20,
+}  # fmt: skip
+KNOWN_SOURCES = "generic, github, ordered"
+
+
+def alert_checks(**webhooks: Any) -> list:
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, **webhooks}):
+        return run_checks()
+
+
+def test_good_alert_settings_are_clean():
+    rules = [
+        GOOD_RULE,
+        {"NAME": "dead", "WHEN": "dead_events", "ABOVE": 0, "WINDOW": 60.5, "SOURCE": "github",
+         "WORKFLOW": "record"},
+        {"NAME": "stuck", "WHEN": "oldest_pending", "ABOVE": 300},
+        {"NAME": "quiet", "WHEN": "silence", "SOURCE": "generic", "WINDOW": 3600},
+    ]  # fmt: skip
+    urls = ["https://hooks.slack.com/services/T0/B0/x", "http://127.0.0.1:8080/alerts"]
+    assert alert_checks(ALERTS=rules, ALERT_URLS=urls, ALERT_SIGNING_SECRET=whsec(32)) == []
+
+
+def rule_problem(name: str, problem: str, kind: str = "failure_rate") -> Any:
+    return message("E018", name=name, kind=kind, problem=problem, takes=alerts.TAKES[kind])
+
+
+ALERT_CASES: dict[str, tuple[Any, list[Any]]] = {
+    "not a list": (
+        GOOD_RULE, [message("E015", where="WEBHOOKS['ALERTS']", problem="not a list")],
+    ),
+    "not a dict": ([5], [message("E015", where="WEBHOOKS['ALERTS'][0]", problem="not a dict")]),
+    "no name": (
+        [GOOD_RULE, {"WHEN": "silence"}],
+        [message("E015", where="WEBHOOKS['ALERTS'][1]",
+                 problem="its NAME is not a printable string of 1 to 255 characters")],
+    ),
+    "a line break in the name": (
+        [{**GOOD_RULE, "NAME": "a\nb"}],
+        [message("E015", where="WEBHOOKS['ALERTS'][0]",
+                 problem="its NAME is not a printable string of 1 to 255 characters")],
+    ),
+    "duplicate name": (
+        [GOOD_RULE, {"NAME": "stuck", "WHEN": "oldest_pending", "ABOVE": 1}, GOOD_RULE],
+        [message("E016", name="failures", first=0, index=2)],
+    ),
+    "unknown kind": (
+        [{"NAME": "x", "WHEN": "failures", "ABOVE": 1}], [message("E017", name="x", kind="failures")],
+    ),
+    "missing thresholds": (
+        [{"NAME": "x", "WHEN": "failure_rate", "ABOVE": 0.5}],
+        [rule_problem("x", "has no WINDOW"), rule_problem("x", "has no MIN_EVENTS")],
+    ),
+    "a ratio of 1": (
+        [{**GOOD_RULE, "ABOVE": 1}],
+        [rule_problem("failures", "has ABOVE = 1, which is not a ratio of at least 0 and below 1")],
+    ),
+    "invalid thresholds": (
+        [{**GOOD_RULE, "ABOVE": True, "WINDOW": 0, "MIN_EVENTS": 2.5}],
+        [
+            rule_problem("failures", "has ABOVE = True, which is not a number"),
+            rule_problem("failures", "has WINDOW = 0, which is not a number of seconds above 0"),
+            rule_problem(
+                "failures", "has MIN_EVENTS = 2.5, which is not a whole number of at least 1"
+            ),
+        ],
+    ),
+    "a negative count": (
+        [{"NAME": "d", "WHEN": "dead_events", "ABOVE": -1, "WINDOW": "60"}],
+        [
+            rule_problem("d", "has ABOVE = -1, which is below 0", kind="dead_events"),
+            rule_problem("d", "has WINDOW = '60', which is not a number", kind="dead_events"),
+        ],
+    ),
+    "silence without a source": (
+        [{"NAME": "q", "WHEN": "silence", "WINDOW": 60}],
+        [message("E019", name="q", known=KNOWN_SOURCES)],
+    ),
+    "unknown scope": (
+        [{**GOOD_RULE, "SOURCE": "stripe", "WORKFLOW": "nope"}],
+        [
+            message("E020", name="failures", key="SOURCE", value="stripe", known=KNOWN_SOURCES),
+            message("E020", name="failures", key="WORKFLOW", value="nope",
+                    known=", ".join(registry.workflow_names())),
+        ],
+    ),
+    "unknown keys": (
+        [{**GOOD_RULE, "WINDOWS": 60}, {"NAME": "s", "WHEN": "oldest_pending", "ABOVE": 1,
+                                         "WINDOW": 60}],
+        [
+            message("E021", name="failures", key="WINDOWS", kind="failure_rate",
+                    takes=alerts.TAKES["failure_rate"]),
+            message("E021", name="s", key="WINDOW", kind="oldest_pending",
+                    takes=alerts.TAKES["oldest_pending"]),
+        ],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ALERT_CASES)
+def test_bad_alert_rules_are_errors(case):
+    rules, expected = ALERT_CASES[case]
+    assert alert_checks(ALERTS=rules) == expected
+
+
+def test_alert_urls_that_are_not_http_urls_are_errors():
+    urls = ["https://ok.example/a", "ftp://x.example/", "https://", "hooks.slack.com/x", 5]
+    assert alert_checks(ALERT_URLS=urls) == [
+        message("E022", problem=f"holds {url!r}, which is not an http(s) URL") for url in urls[1:]
+    ]
+    assert alert_checks(ALERT_URLS="https://ok.example/a") == [
+        message("E022", problem="is 'https://ok.example/a', not a list of URLs")
+    ]
+
+
+def test_an_unusable_signing_secret_is_an_error():
+    assert alert_checks(ALERT_SIGNING_SECRET="whsec_not*base64") == [message("E023")]
+    assert alert_checks(ALERT_SIGNING_SECRET="a-plain-secret-is-used-as-it-is") == []
+
+
+def test_alert_email_without_admins_warns():
+    with override_settings(ADMINS=[]):
+        assert alert_checks(ALERT_EMAIL=True) == [message("W008")]
+    with override_settings(ADMINS=[("Ops", "ops@example.com")]):
+        assert alert_checks(ALERT_EMAIL=True) == []
+
+
+def test_the_alert_messages():
+    assert message("E015", where="WEBHOOKS['ALERTS'][0]", problem="not a dict").msg == (
+        "WEBHOOKS['ALERTS'][0] is not an alert rule: not a dict."
+    )
+    assert message("E015", where="WEBHOOKS['ALERTS']", problem="not a list").hint == (
+        "WEBHOOKS['ALERTS'] is a list of dicts, each with a NAME and a WHEN, e.g. "
+        "{'NAME': 'failures', 'WHEN': 'failure_rate', 'ABOVE': 0.2, 'WINDOW': 300, "
+        "'MIN_EVENTS': 20}."
+    )
+    error = rule_problem("failures", "has no WINDOW")
+    assert (error.msg, error.hint) == (
+        "Alert rule 'failures' (failure_rate) has no WINDOW: it is never evaluated.",
+        "A failure_rate rule takes ABOVE (a ratio, at least 0 and below 1), WINDOW (seconds) and "
+        "MIN_EVENTS (a whole number of at least 1), and optionally SOURCE and WORKFLOW.",
+    )
+    assert message("E022", problem="holds 'ftp://x', which is not an http(s) URL").msg == (
+        "WEBHOOKS['ALERT_URLS'] holds 'ftp://x', which is not an http(s) URL: no alert is ever "
+        "posted there."
+    )

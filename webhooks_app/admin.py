@@ -1,5 +1,5 @@
-"""A read-only audit log of received events, with replay and purge, and the processing
-controls (pause and resume a source or a workflow).
+"""A read-only audit log of received events, with replay and purge, the processing controls
+(pause and resume a source or a workflow), and the read-only history of alerts.
 
 Both actions call the same service functions as the commands and the API, need POST with a
 CSRF token (Django admin actions) and their permission: *replay* the change permission, *purge*
@@ -19,12 +19,24 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import (
+    ERROR_FLAG,
+    IGNORED_PARAMS,
+    PAGE_VAR,
+    SEARCH_VAR,
+    ChangeList,
+)
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Exists, OuterRef, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -35,14 +47,17 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from webhooks_app import dashboard, lifecycle, services, sql
+from webhooks_app import dashboard, lifecycle, replays, search, services, sql
 from webhooks_app.conf import webhook_settings
 from webhooks_app.models import (
     ControlKind,
     Dashboard,
     EventStatus,
     ProcessingControl,
+    ReplayState,
+    WebhookAlert,
     WebhookEvent,
+    WebhookReplay,
 )
 from webhooks_app.templatetags.webhooks_format import human_duration, last_error, local_time
 
@@ -168,9 +183,13 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_filter = [
         "status", SourceFilter, WorkflowFilter, ("received_at", admin.DateFieldListFilter),
     ]  # fmt: skip
-    # Exact and case-sensitive (provider ids are), so the webhook_id index serves it.
+    # Exact and case-sensitive (provider ids are), so the webhook_id index serves it; a term
+    # with "=" is a payload search as well (get_search_results).
     search_fields = ["webhook_id__exact"]
-    search_help_text = "An exact webhook id."
+    search_help_text = (
+        "An exact webhook id, or a value in the payload as path=value "
+        "(data.object.customer=cus_123); several terms must all match."
+    )
     show_full_result_count = False
     paginator = CappedCountPaginator
     change_list_template = "admin/webhooks_app/webhookevent/change_list.html"
@@ -219,6 +238,17 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return EventChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEvent], search_term: str
+    ) -> tuple[QuerySet[WebhookEvent], bool]:
+        """``path=value`` terms search the payload (:func:`search.admin_search`), the others
+        ``search_fields``; a term that is no valid payload search says why."""
+        terms = search.admin_search(search_term)
+        for problem in terms.problems:
+            self.message_user(request, problem, messages.WARNING)
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, terms.rest)
+        return queryset.filter(terms.condition), may_have_duplicates
 
     # The list's columns are kept narrow so that all of them fit beside the navigation and
     # filter sidebars at 1280 px: a long id is cut (whole in its title), headers are short.
@@ -358,6 +388,11 @@ class WebhookEventAdmin(admin.ModelAdmin):
                 wrap(require_POST(self.replay_one_view)),
                 name="webhooks_app_webhookevent_replay",
             ),
+            path(
+                "replay-matching/",
+                wrap(self.replay_matching_view),
+                name="webhooks_app_webhookevent_replay_matching",
+            ),
             *super().get_urls(),
         ]
 
@@ -436,6 +471,104 @@ class WebhookEventAdmin(admin.ModelAdmin):
                 request, "Not queued: the event is running or has no workflow.", messages.WARNING
             )
         return HttpResponseRedirect(_local_next(request) or reverse("admin:webhooks_app_dashboard"))
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The list, with *Replay all N matching* when it is filtered (N counted up to
+        :attr:`CappedCountPaginator.CAP`; the confirmation page counts exactly)."""
+        if request.method == "GET" and self.has_replay_permission(request):
+            extra_context = {**(extra_context or {}), "replay_matching": _replay_offer(request)}
+        return super().changelist_view(request, extra_context)
+
+    def replay_matching_view(self, request: HttpRequest) -> HttpResponse:
+        """*Replay all N matching*: the list's filters (its query string) and the exact count on
+        a confirmation page; its POST (CSRF, change permission) starts the replay in the
+        background and leads to the replay's page. A list narrowed by what a replay cannot
+        select (a search, another lookup) is refused, never replayed as a different set."""
+        if not self.has_replay_permission(request):
+            raise PermissionDenied
+        changelist = reverse("admin:webhooks_app_webhookevent_changelist")
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "title": "Replay all matching webhook events?",
+            "opts": self.opts,
+            "back": f"{changelist}?{request.GET.urlencode()}",
+        }
+        try:
+            filters = replays.parse_filters(changelist_replay_filters(request.GET))
+            if request.method == "POST":
+                replay = replays.start_replay(filters, by=request.user.get_username())
+                self.message_user(
+                    request,
+                    f"Replay {replay.pk} started: {replay.count} event(s) to queue in the "
+                    "background.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:webhooks_app_webhookreplay_change", args=[replay.pk])
+                )
+            context |= {
+                "count": replays.count_matching(filters),
+                "described": replays.describe(filters),
+            }
+        except replays.InvalidFilter as exc:
+            context["refused"] = str(exc)
+        return TemplateResponse(request, "admin/webhooks_app/replay_confirmation.html", context)
+
+
+#: The event list's query parameters that a bulk replay can select by, and its filter for each.
+CHANGELIST_REPLAY_FILTERS = {
+    "status__exact": "status", "status": "status", "status__in": "status",
+    "source": "source", "source__exact": "source",
+    "workflow_name": "workflow", "workflow_name__exact": "workflow",
+    "event_type": "event_type", "event_type__exact": "event_type",
+    "received_at__gte": "since", "received_at__lt": "until",
+}  # fmt: skip
+#: The list's parameters that change how it is shown, not which events it holds.
+_DISPLAY_PARAMS = (set(IGNORED_PARAMS) - {SEARCH_VAR}) | {PAGE_VAR, ERROR_FLAG}
+
+
+def changelist_replay_filters(params: Any) -> dict[str, Any]:
+    """The replay filters of the event list's query string; ``InvalidFilter`` for what a
+    replay cannot express. Without a status filter the list holds every status, and so does
+    the replay (running events excepted, as always)."""
+    filters: dict[str, Any] = {}
+    for name in params:
+        values = params.getlist(name)
+        if name in _DISPLAY_PARAMS or (name == SEARCH_VAR and not any(values)):
+            continue
+        if name == SEARCH_VAR:
+            raise replays.InvalidFilter(
+                f"the list is narrowed by a search ({values[0]!r:.60}), which a bulk replay "
+                "cannot select by: filter by status, source, workflow, event type or date only."
+            )
+        key = CHANGELIST_REPLAY_FILTERS.get(name)
+        if key is None:
+            raise replays.InvalidFilter(
+                f"the list is filtered by {name}, which a bulk replay cannot select by: filter "
+                "by status, source, workflow, event type or date only."
+            )
+        if key in filters or len(values) > 1:
+            raise replays.InvalidFilter(f"the list is filtered by {key} more than once.")
+        filters[key] = values[0].split(",") if name == "status__in" else values[0]
+    filters.setdefault("status", list(replays.REPLAYABLE_STATUSES))
+    return filters
+
+
+def _replay_offer(request: HttpRequest) -> dict[str, str] | None:
+    """The list's *Replay all N matching* link, when the list is filtered (or searched: the
+    confirmation page then says why that cannot be replayed)."""
+    if not any(value for name, value in request.GET.items() if name not in _DISPLAY_PARAMS):
+        return None
+    url = f"{reverse('admin:webhooks_app_webhookevent_replay_matching')}?{request.GET.urlencode()}"
+    try:
+        filters = replays.parse_filters(changelist_replay_filters(request.GET))
+    except replays.InvalidFilter:
+        return {"url": url, "label": "Replay all matching…"}
+    cap = CappedCountPaginator.CAP
+    count = replays.matching_events(filters)[: cap + 1].count()
+    return {"url": url, "label": f"Replay all {count if count <= cap else f'{cap}+'} matching"}
 
 
 def _local_next(request: HttpRequest) -> str | None:
@@ -550,3 +683,149 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: object = None) -> HttpResponse:
         return HttpResponseRedirect(reverse("admin:webhooks_app_dashboard"))
+
+
+ALERT_FIELDS: tuple[str, ...] = (
+    "rule", "state", "value", "raised", "resolved", "pretty_definition",
+)  # fmt: skip
+
+
+@admin.register(WebhookAlert)
+class WebhookAlertAdmin(admin.ModelAdmin):
+    """The history of alerts: one row per opening of a rule, read-only (the evaluation alone
+    raises and resolves them). Seen with the permission that shows the events."""
+
+    list_display = ["rule", "state", "value", "raised", "resolved", "waiting_notifications"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter), "rule"]
+    search_fields = ["rule"]
+    fields = ALERT_FIELDS
+    readonly_fields = ALERT_FIELDS
+
+    raised = _shown_time("raised_at", "raised at")
+    resolved = _shown_time("resolved_at", "resolved at")
+
+    @admin.display(description="state")
+    def state(self, obj: WebhookAlert) -> str:
+        return "open" if obj.resolved_at is None else "resolved"
+
+    @admin.display(description="notifications not yet posted")
+    def waiting_notifications(self, obj: WebhookAlert) -> int:
+        # Counted, not listed: an alert URL (a Slack webhook's) is a secret.
+        return len(obj.undelivered)
+
+    @admin.display(description="rule")
+    def pretty_definition(self, obj: WebhookAlert) -> str:
+        return _pretty(obj.definition)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return request.user.has_perm("webhooks_app.view_webhookevent")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+REPLAY_FIELDS: tuple[str, ...] = (
+    "state", "progress", "shown_filters", "created", "created_by", "finished",
+)  # fmt: skip
+#: How often a running replay's page reloads itself to show its progress.
+REPLAY_REFRESH_SECONDS = 3
+
+
+@admin.register(WebhookReplay)
+class WebhookReplayAdmin(admin.ModelAdmin):
+    """Bulk replays and their progress, read-only (they are started from the filtered event
+    list, the API or the command); *Cancel* on a running one. Seen with the permission that
+    shows the events, cancelled with the one that replays them."""
+
+    list_display = ["__str__", "state", "progress", "shown_filters", "created", "created_by"]
+    list_filter = ["state"]
+    fields = REPLAY_FIELDS
+    readonly_fields = REPLAY_FIELDS
+    change_form_template = "admin/webhooks_app/webhookreplay/change_form.html"
+
+    created = _shown_time("created_at", "created at")
+    finished = _shown_time("finished_at", "finished at")
+
+    @admin.display(description="progress")
+    def progress(self, obj: WebhookReplay) -> str:
+        share = f" ({100 * obj.done // obj.count} %)" if obj.count else ""
+        return f"{obj.done} of {obj.count} queued{share}"
+
+    @admin.display(description="filters")
+    def shown_filters(self, obj: WebhookReplay) -> str:
+        return replays.describe(obj.filters)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return request.user.has_perm("webhooks_app.view_webhookevent")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """Cancelling changes what runs, like starting: the events' change permission."""
+        return request.user.has_perm("webhooks_app.change_webhookevent")
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: WebhookReplay | None = None,
+    ) -> HttpResponse:
+        """The replay's page: its progress, reloading while it runs, and *Cancel*."""
+        if obj is not None:
+            running = obj.state == ReplayState.RUNNING
+            context["replay"] = {
+                "progress": self.progress(obj),
+                "can_cancel": running and self.has_cancel_permission(request),
+                "refresh_seconds": REPLAY_REFRESH_SECONDS if running else None,
+            }
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<int:pk>/cancel/",
+                self.admin_site.admin_view(require_POST(self.cancel_view)),
+                name="webhooks_app_webhookreplay_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """*Cancel* (POST, CSRF, change permission): no batch after the one under way."""
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        try:
+            replay = replays.cancel_replay(pk)
+        except WebhookReplay.DoesNotExist:
+            raise Http404(f"No replay {pk}.") from None
+        if replay.state == ReplayState.CANCELLED:
+            self.message_user(
+                request,
+                f"Replay {pk} cancelled: {replay.done} of {replay.count} were queued; those run.",
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(request, f"Replay {pk} is {replay.state}: nothing to cancel.")
+        return HttpResponseRedirect(reverse("admin:webhooks_app_webhookreplay_change", args=[pk]))

@@ -1,5 +1,5 @@
 """The staff-only REST API (events: list, detail, replay; sources and workflows: list, pause,
-resume) and its OpenAPI schema.
+resume; open alerts; bulk replays: start, progress, cancel) and its OpenAPI schema.
 
 The views carry drf-spectacular's ``AutoSchema`` themselves, so a host project needs no
 ``DEFAULT_SCHEMA_CLASS`` setting for ``/webhooks/api/schema/`` to work.
@@ -20,14 +20,21 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from webhooks_app import services
+from webhooks_app import alerts, replays, search, services
 from webhooks_app.conf import webhook_settings
-from webhooks_app.models import ControlKind, EventStatus, WebhookEvent
+from webhooks_app.models import (
+    ControlKind,
+    EventStatus,
+    WebhookAlert,
+    WebhookEvent,
+    WebhookReplay,
+)
 from webhooks_app.openapi import documented
 
 
@@ -72,12 +79,12 @@ def sees_operator_details(request: Request, token: str) -> bool:
 
 
 #: The actions that change what runs: they need the change permission, reading needs view.
-CHANGING_ACTIONS = frozenset({"replay", "pause", "resume"})
+CHANGING_ACTIONS = frozenset({"replay", "pause", "resume", "create", "cancel"})
 
 
 class StaffWithModelPermission(permissions.BasePermission):
     """Staff only, and the model permission for the action: view to read (the schema too),
-    change to replay, pause or resume."""
+    change to replay (one event or in bulk), pause, resume or cancel a bulk replay."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         changing = getattr(view, "action", None) in CHANGING_ACTIONS
@@ -127,6 +134,19 @@ FILTERS = [
     OpenApiParameter("status", str, enum=EventStatus.values, description="Only this status."),
     OpenApiParameter("source", FILTER_VALUE, description="Only this source."),
     OpenApiParameter("workflow", FILTER_VALUE, description="Only this workflow name."),
+    # A family of parameters; OpenAPI 3.0 has no pattern for names, so it is named as one.
+    OpenApiParameter(
+        f"{search.PARAMETER_PREFIX}<path>",
+        FILTER_VALUE,
+        description=(
+            "Payload search: any `payload.<dotted.path>=<value>` parameters, all of which must "
+            "match, e.g. `payload.data.object.customer=cus_123`. The payload holds, at that "
+            "path of object keys (arrays are not entered), a string equal to the value, or "
+            'the number, `true`, `false` or `null` it writes (`42` finds 42, 42.0 and "42"). '
+            f"At most {search.MAX_TERMS} terms; an empty path segment, a double quote in the "
+            f"path, NUL or over {search.MAX_LENGTH} characters is a 400 `invalid_search`."
+        ),
+    ),
 ]
 
 
@@ -156,13 +176,21 @@ class WebhookEventViewSet(
                 if "\x00" in value or len(value) > MAX_FILTER_LENGTH:
                     raise serializers.ValidationError({param: "Not a valid filter value."})
                 events = events.filter(**{field: value})
-        return events
+        try:
+            return events.filter(search.matching(search.api_terms(params)))
+        except search.InvalidSearch as exc:
+            raise serializers.ValidationError(
+                {"error": "invalid_search", "detail": str(exc)}
+            ) from None
 
     @documented(
         parameters=FILTERS,
         responses={
             200: WebhookEventSerializer(many=True),
-            400: OpenApiResponse(description="A filter value with NUL or over 255 characters."),
+            400: OpenApiResponse(
+                description="A filter value with NUL or over 255 characters; a payload search "
+                'that cannot be searched: `{"error": "invalid_search", "detail": …}`.'
+            ),
             **REFUSALS,
             404: api_error("Invalid cursor."),
         },
@@ -279,6 +307,149 @@ class WorkflowControlViewSet(ProcessingControlViewSet):
     """``/webhooks/api/workflows/``."""
 
     kind = ControlKind.WORKFLOW
+
+
+class WebhookAlertSerializer(serializers.ModelSerializer):
+    description = serializers.SerializerMethodField(
+        help_text="What the rule measured, in words, with its threshold."
+    )
+
+    class Meta:
+        model = WebhookAlert
+        fields = ["id", "rule", "definition", "value", "raised_at", "description"]
+        read_only_fields = fields
+
+    def get_description(self, alert: WebhookAlert) -> str:
+        return alerts.describe(alerts.Rule(alert.definition), alert.value)
+
+
+class WebhookAlertViewSet(OperatorAuthentication, viewsets.ViewSet):
+    """``/webhooks/api/alerts/``: the open alerts (contract §11), oldest first; their history
+    is in the admin."""
+
+    schema = AutoSchema()
+    permission_classes = [StaffWithModelPermission]
+
+    @documented(responses={200: WebhookAlertSerializer(many=True), **REFUSALS})
+    def list(self, request: Request) -> Response:
+        return Response(WebhookAlertSerializer(alerts.open_alerts(), many=True).data)
+
+
+class WebhookReplaySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookReplay
+        fields = [
+            "id", "state", "count", "done", "filters", "created_at", "created_by", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+_WHEN = {
+    "oneOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": "^[0-9]{1,5}[smhd]$"},
+    ],
+}
+_WHEN_HELP = "ISO 8601, or a time ago: 30m, 6h, 2d."
+_NAME = {**FILTER_VALUE, "minLength": 1}
+#: The body of ``POST /webhooks/api/replays/``, for the schema: the view checks it itself
+#: (:func:`replays.parse_filters`), so that every refusal is one ``invalid_filter``.
+REPLAY_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "source": _NAME,
+        "workflow": _NAME,
+        "status": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(replays.REPLAYABLE_STATUSES)},
+            "minItems": 1,
+            "default": replays.DEFAULT_STATUSES,
+            "description": "Running events are never replayed.",
+        },
+        "event_type": _NAME,
+        "since": {**_WHEN, "description": f"Received at or after this. {_WHEN_HELP}"},
+        "until": {**_WHEN, "description": f"Received before this. {_WHEN_HELP}"},
+        "dry_run": {"type": "boolean", "default": False, "description": "Only count."},
+    },
+}
+INVALID_FILTER = OpenApiResponse(
+    inline_serializer(
+        "InvalidFilter",
+        {"error": serializers.ChoiceField(["invalid_filter"]), "detail": serializers.CharField()},
+    ),
+    description="A filter unknown, of the wrong type or that does not parse; the detail names it.",
+)
+NO_SUCH_REPLAY = api_error("No such replay.")
+
+
+def invalid_filter(detail: str) -> Response:
+    """The one answer to bad replay filters: ``400 {"error": "invalid_filter", "detail": …}``."""
+    return Response({"error": "invalid_filter", "detail": detail}, status=400)
+
+
+class WebhookReplayViewSet(
+    OperatorAuthentication, mixins.RetrieveModelMixin, viewsets.GenericViewSet[WebhookReplay]
+):
+    """Bulk replays by filter (contract §10): counted, or started to run in the background;
+    their progress; cancel."""
+
+    schema = AutoSchema()
+    queryset = WebhookReplay.objects.all()
+    serializer_class = WebhookReplaySerializer
+    permission_classes = [StaffWithModelPermission]
+    parser_classes = [JSONParser]
+    lookup_value_regex = "[0-9]+"
+
+    @documented(
+        request={"application/json": REPLAY_REQUEST},
+        responses={
+            200: inline_serializer("ReplayCount", {"count": serializers.IntegerField()}),
+            202: WebhookReplaySerializer,
+            400: INVALID_FILTER,
+            **REFUSALS,
+            415: api_error("Not sent as application/json."),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        """With ``dry_run``, how many events the filters select (``200 {"count"}``); without,
+        a replay of them, started in the background (``202``; then poll its progress)."""
+        try:
+            body = request.data
+        except ParseError as exc:
+            return invalid_filter(f"The body is not valid JSON: {exc.detail}")
+        if not isinstance(body, dict):
+            return invalid_filter("The body must be a JSON object of filters.")
+        filters = dict(body)
+        dry_run = filters.pop("dry_run", False)
+        if not isinstance(dry_run, bool):
+            return invalid_filter(f"dry_run: expected true or false, got {dry_run!r:.60}.")
+        try:
+            if dry_run:
+                return Response({"count": replays.count_matching(filters)})
+            replay = replays.start_replay(filters, by=request.user.get_username())
+        except replays.InvalidFilter as exc:
+            return invalid_filter(str(exc))
+        location = reverse("webhooks_app:replay-detail", args=[replay.pk])
+        return Response(
+            self.get_serializer(replay).data, status=202, headers={"Location": location}
+        )
+
+    @documented(responses={200: WebhookReplaySerializer, **REFUSALS, 404: NO_SUCH_REPLAY})
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Its state (``running``, ``finished``, ``cancelled``) and progress: ``done`` of
+        ``count`` queued so far."""
+        return super().retrieve(request, *args, **kwargs)
+
+    @documented(
+        request=None, responses={200: WebhookReplaySerializer, **REFUSALS, 404: NO_SUCH_REPLAY}
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Queue no more of it (what it queued already still runs); a finished or cancelled
+        replay is left as it is."""
+        replay = replays.cancel_replay(self.get_object().pk)
+        return Response(self.get_serializer(replay).data)
 
 
 class SchemaView(OperatorAuthentication, SpectacularAPIView):

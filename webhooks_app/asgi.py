@@ -24,7 +24,7 @@ from typing import Any
 from django.core.handlers.asgi import get_script_prefix
 from django.urls import Resolver404, resolve
 
-from webhooks_app import refusals
+from webhooks_app import metrics, refusals
 from webhooks_app.conf import webhook_settings
 from webhooks_app.exceptions import PayloadTooLarge
 from webhooks_app.views import WebhookView, error_response
@@ -107,6 +107,7 @@ async def _refuse(send: Send, source: str, limit: int) -> None:
     connection instead of reading it to the end."""
     error = PayloadTooLarge(f"The body is larger than {limit} bytes.")
     refusals.record(source, error)
+    metrics.count_refusal(source, error)
     response = error_response(error)
     headers = [
         (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()

@@ -11,6 +11,7 @@ the first request a server process answers (its log), the health details and the
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from importlib.util import find_spec
 from typing import Any
@@ -23,7 +24,7 @@ from django.core.signals import request_started
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
-from webhooks_app import ordering, registry
+from webhooks_app import alerts, metrics, ordering, registry
 from webhooks_app.conf import TASK_RUNNERS, SourceConfig, secret_env_names, webhook_settings
 from webhooks_app.schemes import get_scheme, scheme_names
 from webhooks_app.schemes.base import SharedTokenScheme
@@ -139,6 +140,50 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "neither renew the leases of the attempts they run nor recover stranded events.",
         "Put 'webhooks_app' before 'django_tasks_db' in INSTALLED_APPS.",
     ),
+    "E015": (
+        "{where} is not an alert rule: {problem}.",
+        "WEBHOOKS['ALERTS'] is a list of dicts, each with a NAME and a WHEN, e.g. "
+        "{{'NAME': 'failures', 'WHEN': 'failure_rate', 'ABOVE': 0.2, 'WINDOW': 300, "
+        "'MIN_EVENTS': 20}}.",
+    ),
+    "E016": (
+        "WEBHOOKS['ALERTS'][{first}] and WEBHOOKS['ALERTS'][{index}] are both named {name!r}: "
+        "an alert is kept per name, so the second rule is never evaluated.",
+        "Give each rule in WEBHOOKS['ALERTS'] a NAME of its own.",
+    ),
+    "E017": (
+        "Alert rule {name!r} has the unknown WHEN {kind!r}: it is never evaluated.",
+        "WHEN is one of 'failure_rate', 'dead_events', 'oldest_pending', 'silence'.",
+    ),
+    "E018": (
+        "Alert rule {name!r} ({kind}) {problem}: it is never evaluated.",
+        "A {kind} rule takes {takes}.",
+    ),
+    "E019": (
+        "Alert rule {name!r} watches for silence but names no SOURCE: it is never evaluated.",
+        "Set its SOURCE to the source whose deliveries it watches: one of {known}.",
+    ),
+    "E020": (
+        "Alert rule {name!r} is scoped to the {key} {value!r}, which is not configured: it is "
+        "never evaluated.",
+        "Use one of: {known}; or remove the rule's {key}.",
+    ),
+    "E021": (
+        "Alert rule {name!r} has the key {key!r}, which a {kind} rule does not take: it is "
+        "never evaluated.",
+        "A {kind} rule takes {takes}.",
+    ),
+    "E022": (
+        "WEBHOOKS['ALERT_URLS'] {problem}: no alert is ever posted there.",
+        "List absolute http:// or https:// URLs, e.g. a Slack incoming webhook's "
+        "'https://hooks.slack.com/services/…'.",
+    ),
+    "E023": (
+        "WEBHOOKS['ALERT_SIGNING_SECRET'] is not a usable Standard Webhooks secret: no alert "
+        "notification could be signed, so none is posted.",
+        "Use whsec_ followed by base64 (what Standard Webhooks libraries generate), or a plain "
+        'random string, e.g. python -c "import secrets; print(secrets.token_urlsafe(32))".',
+    ),
     "W001": (
         "Webhook signatures are switched off while DEBUG is False: anyone can post events.",
         "Remove WEBHOOK_SIGNATURE_REQUIRED=false (or WEBHOOKS['REQUIRE_SIGNATURE'] = False) "
@@ -179,6 +224,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "health endpoint and the dashboard show no cluster while one runs.",
         "Make CACHES[{alias!r}] a cache every process shares (FileBasedCache on one machine, "
         "Redis or Memcached across machines), or name such a cache in Q_CLUSTER['cache'].",
+    ),
+    "W008": (
+        "WEBHOOKS['ALERT_EMAIL'] is on, but settings.ADMINS is empty: mail_admins sends the "
+        "alerts to no one.",
+        "Set ADMINS (e.g. [('Ops', 'ops@example.com')]), or set ALERT_EMAIL to False.",
+    ),
+    "W009": (
+        "PROMETHEUS_MULTIPROC_DIR is {path!r}, but {problem}: no delivery or attempt is counted "
+        "for /webhooks/metrics/.",
+        "Point it at an existing directory that every web and worker process of the node can "
+        "write to, emptied when the node starts (docs: Operating, Metrics); or unset it to "
+        "count in each process alone.",
     ),
 }
 
@@ -340,6 +397,21 @@ def check_workflow_limits(app_configs: Any = None, **kwargs: Any) -> list[checks
             if problem:
                 found.append(message("E009", workflow=name, key=key, value=value, problem=problem))
     return found
+
+
+@checks.register()
+def check_alerts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The alert rules, URLs and signing secret (:func:`webhooks_app.alerts.problems`)."""
+    return [message(problem.check_id, **problem.params) for problem in alerts.problems()]
+
+
+@checks.register()
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W009: prometheus_client's multiprocess directory cannot hold the counts."""
+    problem = metrics.multiproc_dir_problem()
+    if problem is None:
+        return []
+    return [message("W009", path=os.environ[metrics.MULTIPROC_ENV], problem=problem)]
 
 
 @checks.register()

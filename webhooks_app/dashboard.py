@@ -15,7 +15,7 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from webhooks_app import checks, queue
+from webhooks_app import alerts, checks, queue
 from webhooks_app.models import EventStatus, ProcessingControl, WebhookEvent
 
 #: Processing latencies are computed from at most this many recent successes.
@@ -133,6 +133,18 @@ def recent_failures() -> list[WebhookEvent]:
     )
 
 
+def open_alerts() -> list[dict[str, Any]]:
+    """The open alerts (at most one per configured rule), each with what it measured, in words."""
+    return [
+        {
+            "rule": alert.rule,
+            "raised_at": alert.raised_at,
+            "description": alerts.describe(alerts.Rule(alert.definition), alert.value),
+        }
+        for alert in alerts.open_alerts()
+    ]
+
+
 def paused_controls() -> list[tuple[str, str]]:
     """``(kind, name)`` of every paused source and workflow, in one query (the table holds a
     row per source or workflow ever paused or limited, never per event)."""
@@ -219,6 +231,7 @@ def snapshot() -> dict[str, Any]:
         "queue": queue.queue_info(),
         "missing_secrets": checks.missing_secret_errors(),  # E003, shown above everything
         "paused": paused_controls(),
+        "alerts": open_alerts(),
         "hourly": chart_svg(timeline(day_ago, "hour"), "hour"),
         "daily": chart_svg(timeline(week_ago, "day"), "day"),
         "by_source": breakdown("source", day_ago),

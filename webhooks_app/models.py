@@ -90,6 +90,14 @@ class WebhookEvent(models.Model):
                 name="webhooks_ev_order_key_idx",
                 condition=models.Q(order_key__isnull=False, status__in=UNFINISHED_STATUSES),
             ),
+            # What finished within a window (the alerts' failure rate and dead events): a range
+            # at the newest end of this index. Unfinished events are not in it, so storing a
+            # delivery does not touch it.
+            models.Index(
+                fields=["finished_at"],
+                name="webhooks_ev_finished_idx",
+                condition=models.Q(finished_at__isnull=False),
+            ),
             # The events waiting for a slot of their workflow's concurrency limit.
             models.Index(
                 fields=["workflow_name", "id"],
@@ -202,7 +210,8 @@ class WebhookAlert(models.Model):
     value = models.FloatField(null=True, blank=True)
     raised_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
-    #: Notifications not yet taken by their URL: ``[{"url": …, "state": "raised"|"resolved"}]``.
+    #: Notifications not yet taken by their URL: ``[{"url", "state": "raised"|"resolved",
+    #: "value", "text"}]``, as they were when the alert changed, so a retry reads the same.
     undelivered = models.JSONField(default=list, blank=True)
 
     class Meta:

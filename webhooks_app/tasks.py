@@ -1,6 +1,6 @@
-"""What the qcluster runs: one attempt of one event's workflow, the periodic recovery and the
-daily cleanup. The lifecycle behind them (claim, lease, outcome, recovery) is
-:mod:`webhooks_app.lifecycle`.
+"""What the qcluster runs: one attempt of one event's workflow, a bulk replay's batches, the
+periodic recovery and the daily cleanup. The lifecycle behind them (claim, lease, outcome,
+recovery) is :mod:`webhooks_app.lifecycle`.
 
 The event row, not django-q2, owns the state machine (``pending → running → succeeded``, or
 ``failed`` with a scheduled retry, or ``dead``). django-q2 is configured not to retry
@@ -14,10 +14,10 @@ import time
 
 from django.utils import timezone
 
-from webhooks_app import lifecycle, queue, registry, sql
+from webhooks_app import lifecycle, metrics, queue, registry, replays, sql
 from webhooks_app.conf import webhook_settings
 from webhooks_app.heartbeat import heartbeat
-from webhooks_app.models import WebhookEvent
+from webhooks_app.models import WebhookEvent, WebhookReplay
 
 #: Without a django-q2 ``timeout``, how long one task goes on running the events handed to it.
 FALLBACK_CHAIN_SECONDS = 15.0
@@ -48,6 +48,7 @@ def process_event(event_id: int) -> str:
 def _attempt(event: WebhookEvent) -> str:
     """Run the claimed attempt's workflow and record its outcome; returns the outcome."""
     heartbeat.hold(event)
+    started = time.monotonic()
     try:
         func = registry.get_workflow(event.workflow_name)
         try:
@@ -64,13 +65,31 @@ def _attempt(event: WebhookEvent) -> str:
             return outcome
         return lifecycle.record_success(event, result)
     finally:
+        metrics.observe_attempt(event.workflow_name, time.monotonic() - started)
         heartbeat.release(event)
+
+
+def run_replay(replay_id: int, after: int) -> str:
+    """The job of a bulk replay (:func:`webhooks_app.replays.run_replay`): batches for a
+    quarter of django-q2's ``timeout`` at most, so the runner never stops it mid-batch, then
+    the rest in a new job. Returns how far it got, for django-q2's logs."""
+    timeout = queue.task_timeout()
+    seconds = timeout / 4 if timeout else FALLBACK_CHAIN_SECONDS
+    try:
+        replay = replays.run_replay(replay_id, after=after, seconds=seconds)
+    except WebhookReplay.DoesNotExist:
+        return f"skipped: no replay {replay_id}"
+    return f"replay {replay_id}: {replay.state}, {replay.done} of {replay.count} queued"
 
 
 def recover_stranded_events(dry_run: bool = False) -> dict[str, int]:
     """Runs every minute as a django-q2 schedule, and as ``manage.py recover_webhook_events``:
-    see :func:`lifecycle.recover`."""
-    return lifecycle.recover(dry_run=dry_run)
+    see :func:`lifecycle.recover`. Also enqueues the job of every running bulk replay again
+    (:func:`replays.resume_running`: one whose job is alive is not run twice)."""
+    counts = lifecycle.recover(dry_run=dry_run)
+    if not dry_run:
+        replays.resume_running()
+    return counts
 
 
 def cleanup_expired_events() -> int:
@@ -82,6 +101,14 @@ def cleanup_expired_events() -> int:
     from webhooks_app.services import cleanup_events
 
     return cleanup_events(days=webhook_settings.RETENTION_DAYS, force=True)
+
+
+def evaluate_alerts() -> int:
+    """Runs every minute as a django-q2 schedule, and as ``manage.py check_webhook_alerts``:
+    see :func:`webhooks_app.alerts.evaluate`. Returns how many alerts are open."""
+    from webhooks_app.alerts import evaluate
+
+    return len(evaluate())
 
 
 def start_worker() -> None:

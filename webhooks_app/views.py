@@ -15,13 +15,13 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from webhooks_app import checks, ingest, queue, refusals
-from webhooks_app.api import OperatorAuthentication, sees_operator_details
+from webhooks_app import checks, ingest, metrics, queue, refusals
+from webhooks_app.api import OperatorAuthentication, api_error, sees_operator_details
 from webhooks_app.conf import SourceConfig, webhook_settings
 from webhooks_app.exceptions import InvalidPayload, MethodNotAllowed, WebhookError
 from webhooks_app.openapi import documented
@@ -239,6 +239,7 @@ class WebhookView(APIView):
                 "The body could not be read: the connection closed early."
             ) from None
         outcome = ingest.receive(config, scheme, _inbound(django_request, body, config, scheme))
+        metrics.count_delivery(source, outcome)
         return json_response(outcome.body, outcome.status_code)
 
     @documented(
@@ -261,7 +262,9 @@ class WebhookView(APIView):
     def get(self, request: Request, source: str) -> HttpResponse:
         config, scheme = ingest.get_source(source)
         inbound = _inbound(request._request, b"", config, scheme, with_query=True)
-        return HttpResponse(ingest.handshake(config, scheme, inbound), content_type="text/plain")
+        challenge = ingest.handshake(config, scheme, inbound)
+        metrics.count_handshake(source)
+        return HttpResponse(challenge, content_type="text/plain")
 
     def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
         """DRF's request wrapper without what these views never use: a parser context, parser
@@ -299,6 +302,7 @@ class WebhookView(APIView):
             else:
                 response["Allow"] = "GET, POST" if scheme.has_handshake else "POST"
         refusals.record(source, exc)
+        metrics.count_refusal(source, exc)
         return logged_refusal(response)
 
     def raise_uncaught_exception(self, exc: Exception) -> NoReturn:
@@ -373,3 +377,48 @@ class HealthView(OperatorAuthentication, APIView):
         else:
             body["queue"] = {"status": "ok" if queue.broker_reachable() else "unavailable"}
         return JsonResponse(body, status=status)
+
+
+class MetricsReader(BasePermission):
+    """Staff who may view events, or the bearer of ``WEBHOOKS["METRICS_TOKEN"]``: the health
+    details' rule, with the metrics' own token."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return sees_operator_details(request, webhook_settings.METRICS_TOKEN)
+
+
+class MetricsView(OperatorAuthentication, APIView):
+    """``GET /webhooks/metrics/``: the Prometheus text exposition (:mod:`webhooks_app.metrics`).
+
+    Anyone else is answered 401 (403 for a session without the view permission) and sees no
+    number: the counts tell an outsider how the deployment is loaded and what it refuses.
+    """
+
+    permission_classes = [MetricsReader]
+    metadata_class = None
+    schema = AutoSchema()
+    # Refusals are JSON; the exposition is an HttpResponse, whatever Prometheus's Accept says
+    # (DRF would answer 406 to a scraper that accepts only text/plain).
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = FirstRendererNegotiation
+
+    @documented(
+        summary="Prometheus metrics",
+        description=(
+            "The Prometheus text exposition: `webhooks_events`, `webhooks_queue_depth`, "
+            "`webhooks_oldest_pending_seconds`, `webhooks_received_total` and "
+            "`webhooks_attempt_seconds`. For staff sessions with the view permission, or "
+            '`Authorization: Bearer <WEBHOOKS["METRICS_TOKEN"]>`.'
+        ),
+        responses={
+            (200, "text/plain"): OpenApiResponse(str, description="Text format 0.0.4."),
+            401: api_error("No staff session and no valid METRICS_TOKEN."),
+            403: api_error("A session without the view permission."),
+        },
+    )
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
+
+    def get_authenticate_header(self, request: Request) -> str:
+        """A 401 (not DRF's 403 for session-only views) that names the scheme to use."""
+        return 'Bearer realm="webhooks_app"'

@@ -39,7 +39,14 @@ _ADAPTERS = {name: f"webhooks_app.queue.{name}" for name in TASK_RUNNERS}
 #: django-q2's own names (its task options, schedules, cluster status), for the code that deals
 #: with django-q2 itself: imported on first use, like the adapter they come from.
 _DJANGO_Q_NAMES = frozenset(
-    {"PROCESS_EVENT", "TASK_OPTIONS", "RECOVERY_SCHEDULE", "CLEANUP_SCHEDULE", "Stat"}
+    {
+        "PROCESS_EVENT",
+        "TASK_OPTIONS",
+        "RECOVERY_SCHEDULE",
+        "CLEANUP_SCHEDULE",
+        "ALERTS_SCHEDULE",
+        "Stat",
+    }
 )
 
 
@@ -108,6 +115,28 @@ def enqueue_in_transaction(event_id: int, using: str = DEFAULT_DB_ALIAS) -> None
         enqueue(event_id)
     else:
         transaction.on_commit(lambda: _enqueue_logged(event_id), using=using)
+
+
+def enqueue_replay(replay_id: int, after: int, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Put the background job of bulk replay ``replay_id`` on the queue (it resumes after event
+    ``after``: :func:`webhooks_app.replays.run_replay`), with the outbox rule of
+    :func:`enqueue_in_transaction`. A job that could not be enqueued only logs: the replay stays
+    ``running`` and the periodic recovery enqueues it again."""
+    adapter = runner()
+    if uses_orm_broker(using):
+        adapter.enqueue_replay(replay_id, after)
+        return
+
+    def logged() -> None:
+        try:
+            adapter.enqueue_replay(replay_id, after)
+        except Exception:
+            logger.exception(
+                "Could not enqueue bulk replay %s; it stays running until recovery enqueues it.",
+                replay_id,
+            )
+
+    transaction.on_commit(logged, using=using)
 
 
 def schedule_retry(event_id: int, attempt: int, at: datetime) -> None:
@@ -189,8 +218,8 @@ def delete_in_batches(rows: Any, batch_size: int) -> None:
 
 
 def ensure_schedules(using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
-    """Set up the runner's periodic recovery and cleanup, where it has a scheduler
-    (``post_migrate``)."""
+    """Set up the runner's periodic recovery, cleanup and alert evaluation, where it has a
+    scheduler (``post_migrate``)."""
     runner().ensure_schedules(using)
 
 

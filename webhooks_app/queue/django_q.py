@@ -50,6 +50,21 @@ def enqueue(event_id: int) -> None:
     )
 
 
+RUN_REPLAY = "webhooks_app.tasks.run_replay"
+
+
+def enqueue_replay(replay_id: int, after: int) -> None:
+    """The job of a bulk replay, with the events' task options: it counts its own progress."""
+    async_task(
+        RUN_REPLAY,
+        replay_id,
+        after,
+        task_name=f"webhook-replay-{replay_id}",
+        broker=broker(),
+        q_options=dict(TASK_OPTIONS),
+    )
+
+
 def defers() -> bool:
     """django-q2 defers only through its scheduler (about 30 s resolution): too coarse for a
     rate limit's wake, which the façade's in-process timer does."""
@@ -94,6 +109,7 @@ def trim_results(before: datetime, batch_size: int) -> None:
 
 RECOVERY_SCHEDULE = "webhooks_app:recover"
 CLEANUP_SCHEDULE = "webhooks_app:cleanup"
+ALERTS_SCHEDULE = "webhooks_app:alerts"
 _SCHEDULES: dict[str, dict[str, Any]] = {
     # Every minute, and not saved as a django-q2 Task row each time.
     RECOVERY_SCHEDULE: {
@@ -106,11 +122,18 @@ _SCHEDULES: dict[str, dict[str, Any]] = {
         "func": "webhooks_app.tasks.cleanup_expired_events",
         "schedule_type": Schedule.DAILY,
     },
+    # Alert rules (contract §11): every minute, like recovery, with no Task row each time.
+    ALERTS_SCHEDULE: {
+        "func": "webhooks_app.tasks.evaluate_alerts",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "kwargs": repr({"q_options": {"save": False}}),
+    },
 }
 
 
 def ensure_schedules(using: str = DEFAULT_DB_ALIAS) -> None:
-    """Create the periodic recovery and cleanup schedules once.
+    """Create the periodic recovery, cleanup and alert schedules once.
 
     An existing one is left as it is, so an operator may edit or disable it in the admin.
     """

@@ -16,7 +16,8 @@ Differences from django-q2 that the rest of the app allows for:
 - The framework has no signal for a worker's start, so ``manage.py db_worker`` is
   webhooks_app's own (``management/commands/db_worker.py``: django-tasks-db's, which first runs
   what :func:`on_worker_start` registered: the heartbeat, which renews leases and recovers).
-  No scheduler either: recovery is every worker's heartbeat's, cleanup a cron job's.
+  No scheduler either: recovery is every worker's heartbeat's, cleanup and alert evaluation
+  cron jobs'.
 - The database backend keeps a result row per task; cleanup trims them (:func:`trim_results`).
 """
 
@@ -47,6 +48,12 @@ def process_event(event_id: int) -> str:
     return tasks.process_event(event_id)
 
 
+@task()
+def run_replay(replay_id: int, after: int) -> str:
+    """A bulk replay's job (:func:`webhooks_app.tasks.run_replay`); its path is stored too."""
+    return tasks.run_replay(replay_id, after)
+
+
 def _backend() -> Any:
     return task_backends[process_event.backend]
 
@@ -73,6 +80,10 @@ def uses_orm_broker(using: str = DEFAULT_DB_ALIAS) -> bool:
 def enqueue(event_id: int, run_after: datetime | None = None) -> None:
     deferred = process_event if run_after is None else process_event.using(run_after=run_after)
     deferred.enqueue(event_id)
+
+
+def enqueue_replay(replay_id: int, after: int) -> None:
+    run_replay.enqueue(replay_id, after)
 
 
 def defers() -> bool:
@@ -123,8 +134,8 @@ def trim_results(before: datetime, batch_size: int) -> None:
 
 def ensure_schedules(using: str = DEFAULT_DB_ALIAS) -> None:
     """Nothing to set up: the framework has no scheduler. Every worker's heartbeat recovers
-    (every ``LEASE_SECONDS`` / 3), and the daily cleanup is ``manage.py
-    cleanup_webhook_events`` from cron."""
+    (every ``LEASE_SECONDS`` / 3), the daily cleanup is ``manage.py cleanup_webhook_events``
+    from cron, and so is the minutely ``manage.py check_webhook_alerts``."""
 
 
 class BackendQueue:
