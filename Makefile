@@ -44,12 +44,12 @@ test: install-dev
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 # Every test of what the runner does (enqueue, retries, leases, recovery, ordering, pause,
-# limits; end to end, kill -9 included) on Django's Tasks framework. Deselected: what only
-# django-q2 has — its timeout (db_worker has none), the cluster state it publishes, its
-# scheduler (there retries are rows deferred with run_after, and recovery is the heartbeat's).
+# limits, bulk replay; end to end, kill -9 included) on Django's Tasks framework. Deselected:
+# what only django-q2 has — its timeout (db_worker has none), the cluster state it publishes,
+# its scheduler (there retries are rows deferred with run_after, and recovery is the heartbeat's).
 TASKS_TESTS := tests/test_queue.py tests/test_queue_django_tasks.py tests/test_tasks.py \
 	tests/test_lifecycle.py tests/test_heartbeat.py tests/test_recovery.py \
-	tests/test_end_to_end.py tests/test_leases.py tests/test_steering.py
+	tests/test_end_to_end.py tests/test_leases.py tests/test_steering.py tests/test_replays.py
 DJANGO_Q_ONLY := \
 	tests/test_end_to_end.py::test_a_workflow_over_the_timeout_is_a_failed_attempt_and_retried \
 	tests/test_end_to_end.py::test_health_sees_the_running_cluster \

@@ -273,12 +273,17 @@ def test_the_job_continues_in_a_new_task_and_a_stale_one_exits():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_recovery_puts_the_job_of_a_running_replay_back_on_the_queue():
+def test_recovery_puts_the_job_of_a_stalled_replay_back_on_the_queue_once():
     dead_events(3)
     replay = replays.start_replay({}, background=False)  # as if its job had been lost
     finished = replays.start_replay({"workflow": "none"}, background=False)
     assert finished.state == "finished"
     tasks.recover_stranded_events()
+    assert queued_tasks() == 0  # within the grace: its job may still be on its way
+    later = timezone.now() + timedelta(seconds=webhook_settings.RECOVERY_GRACE + 1)
+    WebhookReplay.objects.update(updated_at=timezone.now() - timedelta(hours=1))
+    assert replays.resume_stalled(later) == 1
+    assert replays.resume_stalled(later) == 0  # moved on by the first: enqueued once
     assert queued_tasks() == 1
     if queue.uses_orm_broker():
         # The ORM broker's task row holds the job, so running the queue in process is fair.

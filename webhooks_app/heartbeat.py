@@ -24,7 +24,7 @@ import time
 from django.db import connections
 from django.utils import timezone
 
-from webhooks_app import lifecycle
+from webhooks_app import lifecycle, replays
 from webhooks_app.conf import webhook_settings
 from webhooks_app.models import WebhookEvent
 
@@ -71,8 +71,8 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Renew what this process holds, then recover what lost workers and a lost queue
-        left: lapsed leases, and events whose task is overdue (a Redis restarted empty, an
-        enqueue that failed). Every worker does it every beat, so recovery takes seconds, not
+        left: lapsed leases, events whose task is overdue (a Redis restarted empty, an
+        enqueue that failed) and bulk replays whose job was lost. Every worker does it every beat, so recovery takes seconds, not
         the minute of the recovery schedule; the conditional updates make it happen once."""
         now = timezone.now()
         with self._lock:
@@ -88,6 +88,7 @@ class Heartbeat:
                     held[event_id],
                 )
         lifecycle.recover()
+        replays.resume_stalled()
 
 
 heartbeat = Heartbeat()

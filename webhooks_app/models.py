@@ -184,6 +184,9 @@ class WebhookReplay(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: When its job last moved it on (created, a batch queued, a new job enqueued): a running
+    #: replay left alone for longer than ``RECOVERY_GRACE`` has lost its job.
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         verbose_name = "bulk replay"

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from webhooks_app import queue, services
+from webhooks_app.conf import webhook_settings
 from webhooks_app.models import EventStatus, ReplayState, WebhookEvent, WebhookReplay
 
 #: Events per batch: one transaction, one id list in memory, one progress update.
@@ -278,7 +279,8 @@ def _next_batch(replay_id: int, batch_size: int) -> tuple[WebhookReplay, bool]:
             return replay, False
         queued = services.replay_events(selection.filter(pk__in=ids).order_by("pk"))
         replay.cursor, replay.done = ids[-1], replay.done + queued
-        replay.save(update_fields=["cursor", "done"])
+        replay.updated_at = timezone.now()
+        replay.save(update_fields=["cursor", "done", "updated_at"])
     return replay, True
 
 
@@ -292,16 +294,26 @@ def cancel_replay(replay_id: int) -> WebhookReplay:
     return WebhookReplay.objects.get(pk=replay_id)
 
 
-def resume_running() -> int:
-    """Put the job of every running replay back on the queue; returns how many (recovery).
+def resume_stalled(now: datetime | None = None) -> int:
+    """Put the job of every running replay that has not moved on for ``RECOVERY_GRACE`` back on
+    the queue; returns how many (recovery: the schedule and every worker's heartbeat).
 
-    A job lost with its worker (the Redis broker has no acknowledgements) would leave its
-    replay running forever; a job re-enqueued for a replay whose job is alive exits at once
-    or takes turns with it (:func:`run_replay`'s ``after``), so this is safe to do often.
+    A job lost with its worker (the Redis broker has no acknowledgements, a killed db_worker
+    leaves its task row running) would leave its replay running forever. The grace is the one
+    events get: a live job writes its progress after every batch, and its continuation waits
+    behind the batches it queued. The conditional UPDATE makes concurrent recoveries enqueue it
+    once; should the old job be alive after all, the two take turns per batch
+    (:func:`run_replay`), and the one whose cursor is stale exits.
     """
-    running = list(
-        WebhookReplay.objects.filter(state=ReplayState.RUNNING).values_list("pk", "cursor")
-    )
-    for replay_id, cursor in running:
-        queue.enqueue_replay(replay_id, after=cursor)
-    return len(running)
+    now = now or timezone.now()
+    stalled_before = now - timedelta(seconds=webhook_settings.RECOVERY_GRACE)
+    stalled = WebhookReplay.objects.filter(state=ReplayState.RUNNING, updated_at__lt=stalled_before)
+    resumed = 0
+    for replay_id, cursor, updated_at in stalled.values_list("pk", "cursor", "updated_at"):
+        with transaction.atomic():
+            if WebhookReplay.objects.filter(
+                pk=replay_id, state=ReplayState.RUNNING, updated_at=updated_at
+            ).update(updated_at=now):
+                queue.enqueue_replay(replay_id, after=cursor)
+                resumed += 1
+    return resumed

@@ -28,16 +28,17 @@ def replay_events(events: QuerySet[WebhookEvent]) -> int:
     keeps growing, so a replayed dead event that fails again is dead again after one attempt.
     """
     replayable = events.exclude(status__in=[EventStatus.RUNNING]).exclude(workflow_name="")
-    count = 0
-    now = timezone.now()
     with transaction.atomic():
-        for pk in replayable.select_for_update().values_list("pk", flat=True):
-            WebhookEvent.objects.filter(pk=pk).update(
-                status=EventStatus.PENDING, next_attempt_at=now, finished_at=None, waiting_for=""
-            )
+        ids = list(replayable.select_for_update().values_list("pk", flat=True))
+        WebhookEvent.objects.filter(pk__in=ids).update(
+            status=EventStatus.PENDING,
+            next_attempt_at=timezone.now(),
+            finished_at=None,
+            waiting_for="",
+        )
+        for pk in ids:
             queue.enqueue_in_transaction(pk)
-            count += 1
-    return count
+    return len(ids)
 
 
 #: Senders redeliver for days (Stripe 3, GitHub manual redelivery 3, some 7): deleting an event

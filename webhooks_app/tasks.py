@@ -84,11 +84,11 @@ def run_replay(replay_id: int, after: int) -> str:
 
 def recover_stranded_events(dry_run: bool = False) -> dict[str, int]:
     """Runs every minute as a django-q2 schedule, and as ``manage.py recover_webhook_events``:
-    see :func:`lifecycle.recover`. Also enqueues the job of every running bulk replay again
-    (:func:`replays.resume_running`: one whose job is alive is not run twice)."""
+    see :func:`lifecycle.recover`; and the bulk replays whose job was lost
+    (:func:`replays.resume_stalled`), as every worker's heartbeat does too."""
     counts = lifecycle.recover(dry_run=dry_run)
     if not dry_run:
-        replays.resume_running()
+        replays.resume_stalled()
     return counts
 
 
