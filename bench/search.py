@@ -360,7 +360,8 @@ def time_admin(client: Any, search: Search, repeats: int, expected: int) -> dict
 
 def explain(search: Search) -> str:
     """``EXPLAIN (ANALYZE, BUFFERS)`` of the API's first page: its queryset, as the view and
-    the cursor pagination build it (this process has the bench settings from staff_client)."""
+    the cursor pagination build it, with the plan the view chooses (``search.planned``; this
+    process has the bench settings from staff_client)."""
     from webhooks_app import search as payload_search
     from webhooks_app.api import EventPagination
     from webhooks_app.models import WebhookEvent
@@ -370,7 +371,8 @@ def explain(search: Search) -> str:
         WebhookEvent.objects.filter(payload_search.matching(terms))
         .order_by(*EventPagination.ordering)[: PAGE_SIZE + 1]
     )  # fmt: skip
-    return page.explain(analyze=True, buffers=True)
+    with payload_search.planned(terms, PAGE_SIZE):
+        return page.explain(analyze=True, buffers=True)
 
 
 def measure(

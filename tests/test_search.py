@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
+from webhooks_app import search
 from webhooks_app.models import WebhookEvent
 from webhooks_app.search import InvalidSearch, Term, matching
 
@@ -435,3 +436,29 @@ def test_the_gin_index_serves_the_search():
     assert string_only.count() == 10 and list(typed.values_list("webhook_id", flat=True)) == [
         "evt_42"
     ]
+
+
+def _index_scans(terms: list[Term], page_size: int) -> str:
+    with search.planned(terms, page_size), connection.cursor() as cursor:
+        cursor.execute("SHOW enable_indexscan")
+        (setting,) = cursor.fetchone()
+    return setting
+
+
+@pytest.mark.skipif(not POSTGRES, reason="the plan is chosen on PostgreSQL only")
+def test_a_value_missing_from_the_newest_events_is_served_by_the_index_not_the_walk(
+    api, monkeypatch
+):
+    # 60 old events hold the old version, the 60 newest do not: walking newest-first would read
+    # past all of these before its first match.
+    monkeypatch.setattr(search, "RECENT_ROWS", 60)
+    store(**{f"old_{i}": {"api_version": "2019"} for i in range(60)})
+    store(**{f"new_{i}": {"api_version": "2024"} for i in range(60)})
+    assert _index_scans([Term.parse("api_version", "2019")], page_size=50) == "off"
+    assert _index_scans([Term.parse("api_version", "2024")], page_size=50) == "on"
+    assert _index_scans([Term.parse("api_version", "2024")], page_size=61) == "off"
+    # The setting is the page query's alone, and the answers are the same either way.
+    assert _index_scans([], page_size=50) == "on"
+    response = api.get(reverse("webhooks_app:event-list"), {"payload.api_version": "2019"})
+    assert len(listed(response)) == 50
+    assert _index_scans([Term.parse("api_version", "2024")], page_size=50) == "on"

@@ -196,7 +196,13 @@ class WebhookEventViewSet(
         },
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+        try:
+            terms = search.api_terms(request.query_params)
+        except search.InvalidSearch:
+            terms = []  # get_queryset answers the 400
+        page_size = EventPagination().get_page_size(request) or EventPagination.page_size
+        with search.planned(terms, page_size):
+            return super().list(request, *args, **kwargs)
 
     @documented(
         responses={200: WebhookEventSerializer, **REFUSALS, 404: api_error("No such event.")}

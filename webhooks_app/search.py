@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
 from typing import Any
 
-from django.db import NotSupportedError
+from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import BooleanField, Expression, F, Q
 from django.db.models.sql.compiler import SQLCompiler
 from django.http import QueryDict
 from django.utils.text import smart_split, unescape_string_literal
+
+from webhooks_app import sql
 
 #: The API's query parameters ``payload.<path>``.
 PARAMETER_PREFIX = "payload."
@@ -149,10 +152,9 @@ class PayloadHas(Expression):
         self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
     ) -> tuple[str, tuple[Any, ...]]:
         column, column_params = compiler.compile(self.column)
-        documents = [json.dumps(nested(self.term.path, form)) for form in self.term.forms]
-        sql = " OR ".join(f"{column} @> %s::jsonb" for _ in documents)
+        condition, documents = containment(column, self.term)
         params = [value for document in documents for value in (*column_params, document)]
-        return f"({sql})", tuple(params)
+        return condition, tuple(params)
 
     def as_sqlite(
         self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
@@ -179,6 +181,13 @@ class PayloadHas(Expression):
         return f"(CASE JSON_TYPE({column}, %s) {whens} ELSE 0 END)", tuple(params)
 
 
+def containment(column: str, term: Term) -> tuple[str, list[str]]:
+    """PostgreSQL: ``term`` as containment tests of ``column``, one JSON document per form
+    (the parameters, in order)."""
+    documents = [json.dumps(nested(term.path, form)) for form in term.forms]
+    return "(" + " OR ".join(f"{column} @> %s::jsonb" for _ in documents) + ")", documents
+
+
 def nested(path: tuple[str, ...], value: Scalar) -> Any:
     """``{"a": {"b": value}}`` for the path ``a.b``."""
     document: Any = value
@@ -192,6 +201,57 @@ def matching(terms: list[Term]) -> Q:
     if len(terms) > MAX_TERMS:
         raise InvalidSearch(f"At most {MAX_TERMS} payload terms can be searched at once.")
     return Q(*(PayloadHas(term) for term in terms))
+
+
+#: How many of the newest events a PostgreSQL search looks at before choosing its plan.
+RECENT_ROWS = 5000
+
+
+@contextmanager
+def planned(terms: list[Term], page_size: int) -> Iterator[None]:
+    """Run a page of a payload search (newest first) with the plan that bounds its cost.
+
+    PostgreSQL's planner has two ways to serve it, and no statistic to choose between them by:
+    walking the events newest-first and testing each payload, which stops at the page's last
+    match; or the GIN index, which finds every match and sorts them. For a value frequent
+    overall (so the walk looks cheap) but found only in old events, the walk reads most of the
+    table before its first match. So look first: when the newest :data:`RECENT_ROWS` events
+    hold a page of matches, the walk stops within them, and the planner may choose; when they do
+    not, plain index scans (the walk) are switched off for the page's query, and the index
+    serves it. The look costs a read of those newest rows (a few milliseconds).
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor != "postgresql" or not terms or _recent_fill_a_page(terms, page_size):
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        try:
+            yield
+        finally:
+            # Inside a caller's transaction (ATOMIC_REQUESTS) this block is a savepoint, which
+            # does not end a SET LOCAL: the rest of that transaction plans as before.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_indexscan TO DEFAULT")
+
+
+def _recent_fill_a_page(terms: list[Term], page_size: int) -> bool:
+    payload = f"recent.{sql.quote('payload')}"
+    conditions, params = [], []
+    for term in terms:
+        condition, documents = containment(payload, term)
+        conditions.append(condition)
+        params += documents
+    order = f"{sql.quote('received_at')} DESC, {sql.quote('id')} DESC"
+    statement = (
+        f"SELECT COUNT(*) FROM (SELECT {sql.quote('payload')} FROM {sql.table()} "  # noqa: S608
+        f"ORDER BY {order} LIMIT %s) AS recent WHERE " + " AND ".join(conditions)
+    )
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(statement, [RECENT_ROWS, *params])
+        (found,) = cursor.fetchone()
+    return bool(found >= page_size)
 
 
 def api_terms(params: QueryDict) -> list[Term]:
