@@ -2,6 +2,7 @@
 
     python -m bench.ingest [--leg sqlite|postgres|both] [--workers 2 4] [--duration 5]
                            [--runs 3] [--connections 16] [--smoke] [--fail-on-5xx]
+                           [--variant plain|sources]
 
 Scenarios (wrk with bench/wrk.lua, every request pre-generated and signed; POST bodies of the
 same size everywhere):
@@ -14,6 +15,15 @@ same size everywhere):
   app-duplicate  correctly signed redeliveries of 500 stored events
   app-invalid    wrong signature (refused with 401 before any database work)
   app-mix        70 % new, 20 % duplicate, 10 % invalid signature
+
+``--variant sources`` (issue #15) measures instead what a database source costs: 200
+``WebhookSource`` rows (``tenant-0`` … ``tenant-199``, the generic scheme, the bench secret)
+beside the settings source ``generic``, and the same requests to each:
+  app-new / db-new              new deliveries to generic / to tenant-100
+  app-duplicate / db-duplicate  redeliveries of 500 events stored on each
+  app-invalid / db-invalid      wrong signature
+Its ratios are per-delivery costs: the settings source's req/s over the database source's in
+the same run (goal <= 1.1); odd runs measure each pair database first.
 
 Each run measures all of them back to back (so drift hits them alike); ratios are taken within a run
 and the medians over the runs are reported. No qcluster runs: this is durable acceptance, and the
@@ -39,6 +49,7 @@ from typing import Any
 
 from bench.common import (
     LEGS,
+    REPO,
     Gunicorn,
     bench_lock,
     clear_queue,
@@ -89,6 +100,29 @@ TARGETS = [
     ("duplicates vs floor-bare", "app-duplicate", "floor-bare", 0.5),
     ("invalid signatures vs floor-bare", "app-invalid", "floor-bare", 0.8),
 ]
+#: ``--variant sources``: database sources beside the settings source, one of them delivered to.
+DB_SOURCES = 200
+DB_SOURCE = "/webhooks/tenant-100/"
+SOURCE_SCENARIOS = [
+    Scenario("app-new", GENERIC, ("new",), frozenset({202})),
+    Scenario("db-new", DB_SOURCE, ("new",), frozenset({202})),
+    Scenario("app-duplicate", GENERIC, ("dup",), frozenset({200})),
+    Scenario("db-duplicate", DB_SOURCE, ("dup",), frozenset({200})),
+    Scenario("app-invalid", GENERIC, ("bad",), frozenset({401})),
+    Scenario("db-invalid", DB_SOURCE, ("bad",), frozenset({401})),
+]
+#: (name, settings scenario, database scenario, most the database one may cost per delivery)
+SOURCE_TARGETS = [
+    ("new deliveries, database vs settings", "app-new", "db-new", 1.1),
+    ("duplicates, database vs settings", "app-duplicate", "db-duplicate", 1.1),
+    ("invalid signatures, database vs settings", "app-invalid", "db-invalid", 1.1),
+]
+SEED_SOURCES = f"""
+from bench.common import SECRET
+from webhooks_app.models import WebhookSource
+for i in range({DB_SOURCES}):
+    WebhookSource.objects.create(name=f"tenant-{{i}}", scheme="generic").add_secret(SECRET)
+"""
 
 
 # -- request files ---------------------------------------------------------------------------
@@ -128,12 +162,14 @@ def write_requests(prefix: Path, scenario: Scenario, tag: str, total: int) -> No
 # -- measuring -------------------------------------------------------------------------------
 
 
-def warm_up(base: str) -> None:
-    """Store the ids the duplicate scenarios redeliver; touch every path in every worker."""
-    for i in range(WARM_IDS):
-        status = post_signed(base, f"warm-{i}")
-        if status != 202:
-            raise RuntimeError(f"warm-up delivery answered {status}, not 202")
+def warm_up(base: str, paths: tuple[str, ...] = (GENERIC,)) -> None:
+    """Store the ids the duplicate scenarios redeliver (on each source of ``paths``); touch
+    every path in every worker."""
+    for path in paths:
+        for i in range(WARM_IDS):
+            status = post_signed(base, f"warm-{i}", path=path)
+            if status != 202:
+                raise RuntimeError(f"warm-up delivery to {path} answered {status}, not 202")
     for i in range(100):
         for path in ("/floor/naive/", "/floor/naive-pooled/"):
             post_signed(base, f"warm-naive-{uuid.uuid4().hex}-{i}", path=path)
@@ -157,20 +193,28 @@ def run_wrk(base: str, prefix: Path, duration: int, connections: int) -> dict[st
     raise RuntimeError(f"wrk printed no RESULT line:\n{completed.stdout}\n{completed.stderr}")
 
 
-def measure(leg: str, workers: int, duration: int, runs: int, connections: int) -> dict[str, Any]:
+def measure(
+    leg: str, workers: int, duration: int, runs: int, connections: int, variant: str = "plain"
+) -> dict[str, Any]:
     """One leg and worker count: fresh database, one gunicorn, ``runs`` rounds of every scenario."""
     work = Path(tempfile.mkdtemp(prefix="webhooks-bench-ingest-"))
     env = leg_env(leg, work, queue=f"bench-ingest-{uuid.uuid4().hex[:8]}")
     sitting = uuid.uuid4().hex[:6]
     per_run: list[dict[str, dict[str, Any]]] = []
+    scenarios = SOURCE_SCENARIOS if variant == "sources" else SCENARIOS
     try:
         fresh_database(leg, env)
+        if variant == "sources":
+            subprocess.run(
+                [sys.executable, "manage.py", "shell", "-c", SEED_SOURCES],
+                cwd=REPO, env=env, check=True,
+            )  # fmt: skip
         with Gunicorn(env, workers, work / "gunicorn.log") as server:
-            warm_up(server.base)
+            warm_up(server.base, (GENERIC, DB_SOURCE) if variant == "sources" else (GENERIC,))
             for run in range(runs):
                 results: dict[str, dict[str, Any]] = {}
-                for scenario in SCENARIOS:
-                    bare = results.get("floor-bare", {}).get("rps", 0.0)
+                for scenario in in_order(scenarios, run, variant):
+                    bare = results.get("floor-bare", results.get("app-new", {})).get("rps", 0.0)
                     total = int(max(MIN_CAPACITY, 2 * bare) * duration)
                     prefix = work / f"r{run}-{scenario.name}"
                     write_requests(prefix, scenario, f"{sitting}-r{run}", total)
@@ -181,10 +225,20 @@ def measure(leg: str, workers: int, duration: int, runs: int, connections: int) 
                     results[scenario.name] = check(scenario, result)
                 per_run.append(results)
             clear_queue(leg, env)
+        if variant == "sources":
+            return summarise_sources(per_run)
         return summarise(per_run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         drop_database(leg)
+
+
+def in_order(scenarios: list[Scenario], run: int, variant: str) -> list[Scenario]:
+    """The scenarios of a run: ``--variant sources`` swaps each pair (settings, database) on odd
+    runs, so that neither source always goes first."""
+    if variant != "sources" or run % 2 == 0:
+        return scenarios
+    return [s for pair in zip(scenarios[1::2], scenarios[0::2], strict=True) for s in pair]
 
 
 def check(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +257,34 @@ def ratios(name: str, floor: str, per_run: list[dict[str, dict[str, Any]]]) -> l
 
 def summarise(per_run: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Medians over the runs; ratios are per run (floors of the same run), then their median."""
+    scenarios = scenario_medians(per_run, SCENARIOS)
+    for name, row in scenarios.items():
+        row["x_bare"] = median(ratios(name, "floor-bare", per_run))
+        row["x_naive"] = median(ratios(name, "floor-naive", per_run))
+    targets = []
+    for name, scenario_name, floor, goal in TARGETS:
+        ratio = scenarios[scenario_name]["x_bare" if floor == "floor-bare" else "x_naive"]
+        targets.append({"target": name, "ratio": ratio, "goal": goal, "met": ratio >= goal})
+    return {"scenarios": scenarios, "targets": targets}
+
+
+def summarise_sources(per_run: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """``--variant sources``: per pair, the settings source's req/s over the database source's
+    in each run (its per-delivery cost relative to the settings one), median over the runs."""
+    scenarios = scenario_medians(per_run, SOURCE_SCENARIOS)
+    targets = []
+    for name, settings_source, database_source, goal in SOURCE_TARGETS:
+        costs = ratios(settings_source, database_source, per_run)
+        targets.append({"target": name, "ratio": median(costs), "goal": goal,
+                        "met": median(costs) <= goal, "per_run": [round(c, 3) for c in costs]})  # fmt: skip
+    return {"scenarios": scenarios, "targets": targets}
+
+
+def scenario_medians(
+    per_run: list[dict[str, dict[str, Any]]], measured: list[Scenario]
+) -> dict[str, dict[str, Any]]:
     scenarios: dict[str, dict[str, Any]] = {}
-    for scenario in SCENARIOS:
+    for scenario in measured:
         rows = [run[scenario.name] for run in per_run]
         statuses: Counter[int] = Counter()
         for row in rows:
@@ -213,8 +293,6 @@ def summarise(per_run: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
             "rps": median([r["rps"] for r in rows]),
             "p50_ms": median([r["p50_ms"] for r in rows]),
             "p99_ms": median([r["p99_ms"] for r in rows]),
-            "x_bare": median(ratios(scenario.name, "floor-bare", per_run)),
-            "x_naive": median(ratios(scenario.name, "floor-naive", per_run)),
             "rps_per_run": [round(r["rps"], 1) for r in rows],
             "requests": sum(r["requests"] for r in rows),
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
@@ -223,11 +301,7 @@ def summarise(per_run: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 for key in ("non_2xx", "server_errors", "unexpected", "socket_errors", "wrapped")
             },
         }
-    targets = []
-    for name, scenario_name, floor, goal in TARGETS:
-        ratio = scenarios[scenario_name]["x_bare" if floor == "floor-bare" else "x_naive"]
-        targets.append({"target": name, "ratio": ratio, "goal": goal, "met": ratio >= goal})
-    return {"scenarios": scenarios, "targets": targets}
+    return scenarios
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -241,15 +315,20 @@ def table(title: str, summary: dict[str, Any]) -> str:
         f"{'non-2xx':>9}{'5xx':>6}{'unexpected':>11}{'sock err':>9}",
     ]
     for name, r in summary["scenarios"].items():
+        x_bare, x_naive = (
+            f"{r[k]:>8.2f}" if k in r else f"{'-':>8}" for k in ("x_bare", "x_naive")
+        )
         lines.append(
-            f"{name:<14}{r['rps']:>8.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['x_bare']:>8.2f}"
-            f"{r['x_naive']:>8.2f}{r['non_2xx']:>9}{r['server_errors']:>6}{r['unexpected']:>11}"
+            f"{name:<14}{r['rps']:>8.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{x_bare}"
+            f"{x_naive}{r['non_2xx']:>9}{r['server_errors']:>6}{r['unexpected']:>11}"
             f"{r['socket_errors']:>9}" + (f"  (wrapped {r['wrapped']}x)" if r["wrapped"] else "")
         )
     for t in summary["targets"]:
         verdict = "met" if t["met"] else "MISSED"
+        goal = f"<= {t['goal']}" if "per_run" in t else f">= {t['goal']}"
+        per_run = f" per run {t['per_run']}" if "per_run" in t else ""
         lines.append(
-            f"  target {t['target']:<40} {t['ratio']:>5.2f} (goal >= {t['goal']}) {verdict}"
+            f"  target {t['target']:<40} {t['ratio']:>5.2f} (goal {goal}) {verdict}{per_run}"
         )
     return "\n".join(lines)
 
@@ -265,6 +344,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--fail-on-5xx", action="store_true", help="exit 1 if the app answered 5xx")
     parser.add_argument(
+        "--variant", choices=["plain", "sources"], default="plain",
+        help=f"sources: {DB_SOURCES} database sources against a settings source (issue #15)",
+    )  # fmt: skip
+    parser.add_argument(
         "--smoke", action="store_true", help="CI: 1 run of 1 s per scenario, 2 workers, SQLite"
     )
     args = parser.parse_args()
@@ -279,7 +362,9 @@ def main() -> int:
     for leg in legs_of(args.leg):
         for workers in args.workers:
             with bench_lock():
-                summary = measure(leg, workers, args.duration, args.runs, args.connections)
+                summary = measure(
+                    leg, workers, args.duration, args.runs, args.connections, args.variant
+                )
             report[f"{leg}-{workers}"] = {"leg": leg, "workers": workers, **summary}
             title = (
                 f"ingest: {LEGS[leg]}, gunicorn {workers} sync workers; wrk {THREADS} threads x "
@@ -295,7 +380,7 @@ def main() -> int:
     for where, count in server_errors.items():
         print(f"FINDING: {count} responses 5xx in {where}", file=sys.stderr)
     config = {"duration_s": args.duration, "runs": args.runs, "threads": THREADS,
-              "connections": args.connections, "smoke": args.smoke,
+              "connections": args.connections, "smoke": args.smoke, "variant": args.variant,
               "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
     print(json.dumps({"benchmark": "ingest", "config": config, "results": report}), flush=True)
     return 1 if server_errors and args.fail_on_5xx else 0

@@ -150,6 +150,17 @@ VECTORS = Path(__file__).resolve().parent / "vectors" / "vectors.json"
 
 
 def load_vectors(provider: str) -> list[dict[str, Any]]:
-    """The provider's published vectors (a copy of shared/vectors, kept in the repository)."""
+    """The provider's vectors: the published ones (a copy of shared/vectors, kept in the
+    repository), plus the Standard Webhooks v1a ones generated with ``cryptography``."""
     vectors: list[dict[str, Any]] = json.loads(VECTORS.read_text(encoding="utf-8"))[provider]
     return vectors
+
+
+@pytest.fixture(autouse=True)
+def _fresh_database_sources() -> Iterator[None]:
+    """Each process caches the database sources: no test sees another's (their rows are gone)."""
+    from webhooks_app import sources
+
+    sources.forget()
+    yield
+    sources.forget()

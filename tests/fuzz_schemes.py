@@ -57,14 +57,25 @@ from django.utils.module_loading import import_string
 #: The clock every call sees; signed timestamps are drawn around it.
 NOW = 1_700_000_000
 TOLERANCES = (0, 300, 86_400)
-#: A plain secret, and a ``whsec_`` one (Standard Webhooks' base64 key; GitLab's signing token).
-SIGNING_SECRETS = ("fuzz-secret-A-0123456789abcdef", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+#: A plain secret, a ``whsec_`` one (Standard Webhooks' base64 key; GitLab's signing token) and
+#: a ``whsk_`` Ed25519 private key (Standard Webhooks ``v1a``; other schemes take it as text).
+SIGNING_SECRETS = (
+    "fuzz-secret-A-0123456789abcdef",
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "whsk_LwcxITW35aKVsMs79p9VmBj4veYN/4X/VnrDMpd6USU=",
+)
+#: What a source holds beside a signing secret that only its public key verifies.
+PUBLIC_KEYS = {
+    "whsk_LwcxITW35aKVsMs79p9VmBj4veYN/4X/VnrDMpd6USU=": (
+        "whpk_HAIRujSGI5vamJ6arFbjeZ+80sEy1Qs7eW/XFGhWjRk=",
+    ),
+}
 ROTATED_SECRET = "fuzz-secret-B-0123456789abcdef"
 VERIFY_TOKEN = "fuzz-verify-token"
 CONTENT_KEY_LENGTH = 64  # WebhookEvent.content_key's max_length
 
 #: Words worth trying anywhere, beside those the scheme's code contains (:func:`code_words`).
-WORDS = ("", "0", "1", "-1", " ", "\x00", "\x85", "é", "v1,", "sha256=", "whsec_", "t=")
+WORDS = ("", "0", "1", "-1", " ", "\x00", "\x85", "é", "v1,", "v1a,", "sha256=", "whsec_", "t=")
 #: JSON texts no ``json.dumps`` writes, spliced in where a value goes: what the strict parser
 #: refuses (NaN, out-of-range and over-long numbers, duplicate keys, NUL, lone surrogates, more
 #: than 64 levels) and values at the limits (a 256-character id, a non-printable one).
@@ -294,16 +305,17 @@ class RequestBuilder:
     def secrets(self, signing_secret: str) -> list[str]:
         """The source's ``SECRETS``: never empty (the view answers 503 before any scheme)."""
         kind = self.fdp.ConsumeIntInRange(0, 3)
+        own = [signing_secret, *PUBLIC_KEYS.get(signing_secret, ())]
         if kind == 0:
-            return [signing_secret]
+            return own
         if kind == 1:
-            return [ROTATED_SECRET, signing_secret]
+            return [ROTATED_SECRET, *own]
         if kind == 2:
             return [ROTATED_SECRET]
-        # Any string settings can hold, maybe meant as a ``whsec_`` key. An environment
-        # variable's undecodable bytes (surrogate escapes) are left out: they are the operator's
-        # to fix, and no request can put them there.
-        prefix = self.pick(("", "whsec_"))
+        # Any string settings can hold, maybe meant as a ``whsec_`` or ``whpk_`` key. An
+        # environment variable's undecodable bytes (surrogate escapes) are left out: they are
+        # the operator's to fix, and no request can put them there.
+        prefix = self.pick(("", "whsec_", "whpk_"))
         secret = prefix + self.fdp.ConsumeUnicodeNoSurrogates(self.fdp.ConsumeIntInRange(1, 60))
         return [secret or "x"]  # SECRETS never holds "": settings drop it
 

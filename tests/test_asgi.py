@@ -24,7 +24,7 @@ from tests.conftest import envelope, sign
 from tests.processes import UvicornServer
 from webhooks_app.asgi import WebhookBodyLimit
 from webhooks_app.conf import webhook_settings
-from webhooks_app.models import WebhookEvent
+from webhooks_app.models import WebhookEvent, WebhookSource
 
 MIB = 1024 * 1024
 ATTACK_BYTES = 5 * MIB
@@ -237,11 +237,24 @@ def test_the_limit_is_the_sources_own():
     assert (status, json.loads(body)["error"]) == (401, "missing_signature")
 
 
+@pytest.mark.django_db  # a name no settings source has may be a database source
 def test_an_unknown_source_is_bounded_by_the_global_limit():
     status, body, _ = call_asgi("/webhooks/nowhere/", [b"{}"])
     assert (status, json.loads(body)["error"]) == (404, "unknown_source")
     status, body, read = call_asgi("/webhooks/nowhere/", [b"x" * MIB, b"x"])
     assert (status, json.loads(body)["error"], read) == (413, "payload_too_large", 2)
+
+
+@pytest.mark.django_db
+def test_a_database_source_has_its_own_limit():
+    WebhookSource.objects.create(
+        name="small-db", scheme="generic", options={"MAX_BODY_BYTES": SMALL}
+    )
+    declared = [(b"content-length", str(SMALL + 1).encode())]
+    status, body, read = call_asgi("/webhooks/small-db/", [b"x" * (SMALL + 1)], declared)
+    assert (status, json.loads(body)["error"], read) == (413, "payload_too_large", 0)
+    status, body, read = call_asgi("/webhooks/small-db/", [b"{}" * 200, b"{}" * 200])
+    assert (status, json.loads(body)["error"], read) == (503, "not_configured", 2)
 
 
 def test_other_routes_are_left_to_django():

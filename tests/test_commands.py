@@ -206,6 +206,7 @@ def test_send_test_webhook_picks_the_sample_and_the_id(server):
     assert event.payload["ref"] == "refs/heads/main"
 
 
+@pytest.mark.django_db  # a name no settings source has may be a database source
 def test_send_test_webhook_names_the_known_sources_and_event_types():
     with pytest.raises(CommandError) as refused:
         send("--source", "nope")

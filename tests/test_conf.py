@@ -6,6 +6,7 @@ from django.core import checks
 from django.test import override_settings
 
 from tests.conftest import envelope, sign
+from webhooks_app import registry
 from webhooks_app.conf import TOKEN_SCHEMES, env_secret_name, webhook_settings
 from webhooks_app.exceptions import InvalidSignature
 from webhooks_app.models import WebhookEvent
@@ -176,3 +177,37 @@ def test_a_token_header_with_a_lone_surrogate_is_refused_not_a_crash():
     request = InboundRequest(b"{}", {"x-telegram-bot-api-secret-token": "\ud800"})
     with pytest.raises(InvalidSignature):
         get_scheme("telegram").verify(request, ["s" * 30], now=0, tolerance=300)
+
+
+def test_reload_and_override_settings_clear_every_cache_built_from_webhooks():
+    """conf imports none of the caching modules: each clears itself on ``setting_changed``,
+    which ``reload()`` sends too. Changed in place, ``WEBHOOKS`` is not announced: the stale
+    values first show that each cache is real, then ``reload()`` must clear all of them."""
+    configured = {
+        "MAX_ATTEMPTS": 2,
+        "SCHEMES": {"custom": "webhooks_app.schemes.github.GitHubScheme"},
+        "WORKFLOWS": {"from_settings": "builtins.len"},
+        "WORKFLOW_LIMITS": {"from_settings": {"CONCURRENCY": 2}},
+    }
+
+    def seen():
+        return (
+            webhook_settings.MAX_ATTEMPTS,
+            type(get_scheme("custom")).__name__,
+            registry.get_workflow("from_settings"),
+            registry.limits("from_settings").concurrency,
+        )
+
+    with override_settings(WEBHOOKS=configured):
+        assert seen() == (2, "GitHubScheme", len, 2)
+        configured["MAX_ATTEMPTS"] = 3
+        configured["SCHEMES"]["custom"] = "webhooks_app.schemes.slack.SlackScheme"
+        configured["WORKFLOWS"]["from_settings"] = "builtins.repr"
+        configured["WORKFLOW_LIMITS"]["from_settings"] = {"CONCURRENCY": 3}
+        assert seen() == (2, "GitHubScheme", len, 2)
+        webhook_settings.reload()
+        assert seen() == (3, "SlackScheme", repr, 3)
+    with pytest.raises(KeyError):
+        get_scheme("custom")
+    assert registry.get_workflow("from_settings") is None
+    assert registry.limits("from_settings") == registry.NO_LIMITS

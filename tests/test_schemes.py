@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 
 import pytest
@@ -9,8 +11,16 @@ from django.conf import settings
 from django.test import override_settings
 
 from webhooks_app import checks
-from webhooks_app.schemes import Delivery, Scheme, get_scheme, register_scheme, scheme_names
-from webhooks_app.schemes.base import parse_json_object
+from webhooks_app.exceptions import InvalidSignature, MissingSignature
+from webhooks_app.schemes import (
+    Delivery,
+    InboundRequest,
+    Scheme,
+    get_scheme,
+    register_scheme,
+    scheme_names,
+)
+from webhooks_app.schemes.base import HmacHeaderScheme, parse_json_object
 
 BUILTINS = {
     "generic",
@@ -87,3 +97,43 @@ def test_register_scheme_from_code():
     assert isinstance(get_scheme("crashing-too"), CrashingScheme)
     assert "crashing-too" in scheme_names()
     assert settings.WEBHOOKS  # the settings are untouched
+
+
+class StampedScheme(HmacHeaderScheme):
+    """A project's declared scheme: ``X-Stamped: t1=<hex HMAC of "{ts}.{body}">``."""
+
+    signature_header = "X-Stamped"
+    prefix = "t1="
+    missing_detail = "Send X-Stamped."
+    timestamp_header = "X-Stamped-At"
+    id_header = "X-Stamped-Id"
+
+    def signed_content(self, body, timestamp):
+        return timestamp.encode() + b"." + body
+
+    def parse(self, request):
+        return Delivery(webhook_id=None, event_type="", payload=parse_json_object(request.body))
+
+
+def test_a_declared_hmac_scheme_signs_verifies_and_never_stores_its_signature():
+    scheme = StampedScheme()
+    body, secrets = b'{"a": 1}', ["old-secret", "new-secret"]
+    headers = scheme.sign(body, "new-secret", webhook_id="d-1", timestamp=1_000)
+    digest = hmac.new(b"new-secret", b"1000." + body, hashlib.sha256).hexdigest()
+    assert headers == {"X-Stamped": "t1=" + digest, "X-Stamped-At": "1000", "X-Stamped-Id": "d-1"}
+    assert scheme.signature_headers == {"x-stamped"}  # not listed, yet never stored
+
+    def verify(headers, now=1_100):
+        request = InboundRequest(body, {name.lower(): value for name, value in headers.items()})
+        scheme.verify(request, secrets, now=now, tolerance=300)
+
+    verify(headers)
+    verify({**headers, "X-Stamped": "T1=" + digest.upper()})  # prefix and hex in either case
+    with pytest.raises(MissingSignature) as missing:
+        verify({"X-Stamped-At": "1000"})
+    assert missing.value.detail == "Send X-Stamped."
+    with pytest.raises(InvalidSignature, match="X-Stamped-At is outside the tolerance window"):
+        verify(headers, now=1_301)
+    for forged in ({**headers, "X-Stamped-At": "1001"}, {**headers, "X-Stamped": digest}):
+        with pytest.raises(InvalidSignature):
+            verify(forged)

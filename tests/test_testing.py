@@ -313,6 +313,7 @@ def test_a_projects_own_scheme_that_signs_is_delivered_and_run(client):
 # Bad input
 
 
+@pytest.mark.django_db  # a name no settings source has may be a database source
 def test_an_unknown_source_names_the_known_ones():
     with override_settings(WEBHOOKS=BASE_WEBHOOKS), pytest.raises(ImproperlyConfigured) as e:
         signed_request("nope")

@@ -48,11 +48,11 @@ from http.client import HTTPException
 from typing import Any, NamedTuple, TypeGuard
 
 from django.core.mail import mail_admins
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
-from webhooks_app import registry, signals
+from webhooks_app import registry, signals, sources
 from webhooks_app.conf import webhook_settings
 from webhooks_app.logutil import printable
 from webhooks_app.models import EventStatus, WebhookAlert, WebhookEvent
@@ -132,10 +132,12 @@ class Problem(NamedTuple):
     params: dict[str, Any]
 
 
-def parse_rules() -> tuple[list[Rule], list[Problem]]:
+def parse_rules(*, database: bool = True) -> tuple[list[Rule], list[Problem]]:
     """The valid rules of ``ALERTS``, and what is wrong with the others (a rule with a problem
-    is not evaluated; of two rules with one name, the first counts)."""
+    is not evaluated; of two rules with one name, the first counts). Without ``database``, a
+    ``SOURCE`` that no settings source has may be a database source, and is not judged."""
     raw = webhook_settings.ALERTS
+    known_sources, complete = _known_sources(database)
     if not isinstance(raw, list | tuple):
         return [], [Problem("E015", {"where": "WEBHOOKS['ALERTS']", "problem": "not a list"})]
     rules: list[Rule] = []
@@ -156,7 +158,7 @@ def parse_rules() -> tuple[list[Rule], list[Problem]]:
             problems.append(Problem("E016", params))
             continue
         first_index[name] = index
-        found = _rule_problems(name, spec)
+        found = _rule_problems(name, spec, known_sources, complete)
         problems += found
         if not found:
             rules.append(Rule(dict(spec)))
@@ -168,7 +170,19 @@ def _is_name(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and 0 < len(name.strip()) <= MAX_NAME_LENGTH and name.isprintable()
 
 
-def _rule_problems(name: str, spec: Mapping[str, Any]) -> list[Problem]:
+def _known_sources(database: bool) -> tuple[list[str], bool]:
+    """The names of the sources served, and whether the database ones are among them."""
+    if database:
+        try:
+            return sorted(sources.all_sources()), True
+        except DatabaseError:  # no tables yet (migrate runs the checks first)
+            pass
+    return sorted(webhook_settings.sources), False
+
+
+def _rule_problems(
+    name: str, spec: Mapping[str, Any], known_sources: list[str], complete: bool
+) -> list[Problem]:
     kind = spec.get("WHEN")
     if not isinstance(kind, str) or kind not in THRESHOLDS:
         return [Problem("E017", {"name": name, "kind": kind})]
@@ -183,11 +197,12 @@ def _rule_problems(name: str, spec: Mapping[str, Any]) -> list[Problem]:
         elif problem := threshold_problem(kind, key, spec[key]):
             text = f"has {key} = {spec[key]!r}, which is {problem}"
             problems.append(Problem("E018", {"name": name, "problem": text, **takes}))
-    known_sources = sorted(webhook_settings.sources)
     if kind == "silence" and spec.get("SOURCE") is None:
         problems.append(Problem("E019", {"name": name, "known": ", ".join(known_sources)}))
     for key, known in (("SOURCE", known_sources), ("WORKFLOW", registry.workflow_names())):
         value = spec.get(key)
+        if key == "SOURCE" and not complete:
+            continue  # perhaps a database source
         if value is not None and value not in known:
             params = {"name": name, "key": key, "value": value, "known": ", ".join(known)}
             problems.append(Problem("E020", params))
@@ -207,12 +222,12 @@ def threshold_problem(kind: str, key: str, value: Any) -> str | None:
     return None if value >= 0 else "below 0"
 
 
-def problems() -> list[Problem]:
+def problems(*, database: bool = True) -> list[Problem]:
     """Everything wrong with the alert settings: the rules, ``ALERT_URLS``,
     ``ALERT_SIGNING_SECRET`` and ``ALERT_EMAIL`` without ``ADMINS``."""
     from django.conf import settings
 
-    found = parse_rules()[1]
+    found = parse_rules(database=database)[1]
     urls = webhook_settings.ALERT_URLS
     if not isinstance(urls, list | tuple):
         found.append(Problem("E022", {"problem": f"is {urls!r}, not a list of URLs"}))

@@ -22,9 +22,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from django.core.handlers.asgi import get_script_prefix
+from django.db import DatabaseError
 from django.urls import Resolver404, resolve
 
-from webhooks_app import metrics, refusals
+from webhooks_app import metrics, refusals, sources
 from webhooks_app.conf import webhook_settings
 from webhooks_app.exceptions import PayloadTooLarge
 from webhooks_app.views import WebhookView, error_response
@@ -52,7 +53,10 @@ class WebhookBodyLimit:
         if source is None:
             await self.app(scope, receive, send)
             return
-        config = webhook_settings.source(source)
+        try:
+            config = await sources.aget_source(source)
+        except DatabaseError:  # the view answers 503; the body is bounded all the same
+            config = None
         # An unknown source is answered 404 by the view; its body is bounded all the same.
         limit = config.max_body_bytes if config else webhook_settings.MAX_BODY_BYTES
         if _declared_length(scope) > limit:

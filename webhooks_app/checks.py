@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from datetime import UTC, timedelta
 from importlib.util import find_spec
 from typing import Any
 
@@ -21,15 +22,20 @@ from django.conf import global_settings, settings
 from django.core import checks
 from django.core.management import get_commands
 from django.core.signals import request_started
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, DatabaseError
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from webhooks_app import alerts, metrics, ordering, registry
+from webhooks_app import alerts, crypto, metrics, ordering, registry
 from webhooks_app.conf import TASK_RUNNERS, SourceConfig, secret_env_names, webhook_settings
+from webhooks_app.models import WebhookSource
 from webhooks_app.schemes import get_scheme, scheme_names
 from webhooks_app.schemes.base import SharedTokenScheme
-from webhooks_app.schemes.standard import signing_key
+from webhooks_app.schemes.standard import PUBLIC_KEY_PREFIX, public_key, signing_key
+from webhooks_app.sources import all_sources
 
+#: Check W011 lists the secrets of database sources that end sooner than this.
+EXPIRY_WARNING_DAYS = 7
 #: Senders retry for days (Stripe 3 days); the idempotency record must outlive that.
 MIN_RETENTION_DAYS = 3
 #: Standard Webhooks asks for at least 24 random bytes.
@@ -54,6 +60,11 @@ PER_PROCESS_CACHES = frozenset(
 
 logger = logging.getLogger("webhooks_app")
 
+_STORED_SOURCE_HINT = (
+    "Add one: the admin's Add secret, or WebhookSource.objects.get(name={source!r})"
+    ".add_secret(value). A secret past its not_after, or one that no key decrypts (E030), "
+    "does not count."
+)
 _CONFIGURE_SOURCE_HINT = (
     "Set WEBHOOKS['SOURCES'][{source!r}]['SECRETS'], or the environment variable "
     "{env}. To disable the source, set it to None in WEBHOOKS['SOURCES']."
@@ -201,9 +212,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "W004": (
         "A secret of webhook source {source!r} is shorter than {min_bytes} bytes "
-        "(a whsec_ secret counts the bytes of its base64-decoded key).",
+        "(a whsec_ secret counts the bytes of its base64-decoded key), or is a whpk_ key "
+        "that is not the base64 of a 32-byte Ed25519 public key.",
         "Use a random secret of at least 24 bytes, e.g. python -c "
-        '"import secrets; print(secrets.token_urlsafe(32))".',
+        '"import secrets; print(secrets.token_urlsafe(32))"; for ed25519 (v1a) signatures, '
+        "the sender's whpk_ public key as it shows it (its whsk_ private key stays with the "
+        "sender).",
     ),
     "W005": (
         "DATABASES['default'] is SQLite without OPTIONS['transaction_mode'] = 'IMMEDIATE': "
@@ -237,6 +251,42 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "write to, emptied when the node starts (docs: Operating, Metrics); or unset it to "
         "count in each process alone.",
     ),
+    "E030": (
+        "Webhook source {source!r} has secrets that no key in WEBHOOKS['ENCRYPTION_KEYS'] "
+        "decrypts ({secrets}): they are skipped, and deliveries signed with them are refused.",
+        "Put the key they were encrypted with back into WEBHOOKS['ENCRYPTION_KEYS'] (after the "
+        "current one) and run manage.py reencrypt_webhook_secrets; or delete those secrets and "
+        "add the sender's secret again.",
+    ),
+    "E031": (
+        "WEBHOOKS['ENCRYPTION_KEYS'] {problem}: no secret of a database source can be stored "
+        "or read.",
+        "Give a list of random strings of at least {min_length} characters, the one that "
+        'encrypts first, e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"; or '
+        "leave it unset, and the key is derived from SECRET_KEY.",
+    ),
+    "E032": (
+        "Webhook source {source!r} (in the database) has no valid secret while signatures are "
+        "required; every delivery to it is refused with 503.",
+        _STORED_SOURCE_HINT,
+    ),
+    "W010": (
+        "Webhook source {source!r} is configured in WEBHOOKS['SOURCES'] and in the database: "
+        "the settings one is served, the database one is ignored.",
+        "Remove one of them, or give the database source another name.",
+    ),
+    "W011": (
+        "Secret {secret} of webhook source {source!r} stops verifying at {not_after} (in less "
+        "than {days} days).",
+        "Configure the sender's next secret before then: the admin's Add secret (or Rotate "
+        "secret), or source.add_secret(value).",
+    ),
+    "W012": (
+        "Webhook source {source!r} (in the database) has no valid secret yet: every delivery "
+        "to it is refused with 503 not_configured (manage.py check --deploy --database default "
+        "reports this as the error webhooks_app.E032).",
+        _STORED_SOURCE_HINT,
+    ),
 }
 
 
@@ -251,31 +301,44 @@ def check_sources(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     known_schemes = scheme_names()
     found: list[checks.CheckMessage] = []
     for source in webhook_settings.sources.values():
-        if source.scheme not in known_schemes:
-            found.append(
-                message(
-                    "E001",
-                    source=source.name,
-                    scheme=source.scheme,
-                    known=", ".join(sorted(known_schemes)),
-                )
-            )
-        for event, workflow_name in source.routes.items():
-            if not registry.is_registered(workflow_name):
-                found.append(
-                    message("E002", source=source.name, event=event, workflow=workflow_name)
-                )
-        if ":" in source.order_key:
-            try:
-                ordering.load_function(source.order_key)
-            except (ImportError, AttributeError, TypeError, ValueError) as exc:
-                found.append(message("E010", source=source.name, spec=source.order_key, error=exc))
-        if missing_secret(source):
-            found.append(message("W006", **_secret_params(source)))
-        # The key's bytes, not the text's: "whsec_" and base64 add characters but no entropy.
-        if any(len(signing_key(secret) or b"") < MIN_SECRET_BYTES for secret in source.secrets):
-            found.append(message("W004", source=source.name, min_bytes=MIN_SECRET_BYTES))
+        found += source_problems(source, known_schemes)
     return found
+
+
+def source_problems(source: SourceConfig, known_schemes: set[str]) -> list[checks.CheckMessage]:
+    """What is wrong with one source, from settings or the database."""
+    found: list[checks.CheckMessage] = []
+    if source.scheme not in known_schemes:
+        found.append(
+            message(
+                "E001",
+                source=source.name,
+                scheme=source.scheme,
+                known=", ".join(sorted(known_schemes)),
+            )
+        )
+    for event, workflow_name in source.routes.items():
+        if not registry.is_registered(workflow_name):
+            found.append(message("E002", source=source.name, event=event, workflow=workflow_name))
+    if ":" in source.order_key:
+        try:
+            ordering.load_function(source.order_key)
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            found.append(message("E010", source=source.name, spec=source.order_key, error=exc))
+    if missing_secret(source) and source.stored:
+        found.append(message("W012", source=source.name))
+    elif missing_secret(source):
+        found.append(message("W006", **_secret_params(source)))
+    if any(map(_weak_secret, source.secrets)):
+        found.append(message("W004", source=source.name, min_bytes=MIN_SECRET_BYTES))
+    return found
+
+
+def _weak_secret(secret: str) -> bool:
+    if secret.startswith(PUBLIC_KEY_PREFIX):
+        return public_key(secret) is None
+    # The key's bytes, not the text's: "whsec_" and base64 add characters but no entropy.
+    return len(signing_key(secret) or b"") < MIN_SECRET_BYTES
 
 
 def missing_secret(source: SourceConfig) -> bool:
@@ -283,25 +346,39 @@ def missing_secret(source: SourceConfig) -> bool:
     return bool(webhook_settings.REQUIRE_SIGNATURE) and not source.secrets
 
 
-def sources_without_secret() -> list[SourceConfig]:
-    return [source for source in webhook_settings.sources.values() if missing_secret(source)]
+def sources_without_secret(*, database: bool = True) -> list[SourceConfig]:
+    """The sources without a usable secret; the database ones too unless ``database`` is
+    false (where the database may not be there yet)."""
+    configured = webhook_settings.sources
+    if database:
+        try:
+            configured = all_sources()
+        except DatabaseError:  # no tables yet, or no database: the settings ones
+            configured = webhook_settings.sources
+    return [source for source in configured.values() if missing_secret(source)]
 
 
 def _secret_params(source: SourceConfig) -> dict[str, str]:
     return {"source": source.name, "env": " or ".join(secret_env_names(source.name, source.scheme))}
 
 
-def missing_secret_errors() -> list[checks.CheckMessage]:
-    """E003 for each source without a secret: what the dashboard, a server's log and
-    ``check --deploy`` say."""
-    return [message("E003", **_secret_params(source)) for source in sources_without_secret()]
+def missing_secret_errors(*, database: bool = True) -> list[checks.CheckMessage]:
+    """E003 (E032 for a database source) for each source without a secret: what the
+    dashboard, a server's log and ``check --deploy`` say."""
+    return [
+        message("E032", source=source.name)
+        if source.stored
+        else message("E003", **_secret_params(source))
+        for source in sources_without_secret(database=database)
+    ]
 
 
 @checks.register(deploy=True)
 def check_secrets_for_deployment(
-    app_configs: Any = None, **kwargs: Any
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    return missing_secret_errors()
+    # The database sources only with --database, as Django's own database checks.
+    return missing_secret_errors(database=bool(databases))
 
 
 _REPORT_ONCE = "webhooks_app.checks.report_missing_secrets_once"
@@ -316,7 +393,8 @@ def report_missing_secrets_once(**kwargs: Any) -> None:
     counted and logged by :mod:`webhooks_app.refusals`.
     """
     request_started.disconnect(dispatch_uid=_REPORT_ONCE)
-    for error in missing_secret_errors():
+    # Settings sources: a database source's unreadable secrets are logged when it loads.
+    for error in missing_secret_errors(database=False):
         logger.error("%s %s (%s)", error.msg, error.hint, error.id)
 
 
@@ -332,7 +410,11 @@ def check_token_reuse(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     are what a request carries as is: the secrets of token schemes (Telegram, GitLab) and the
     ``VERIFY_TOKEN`` of a handshake (sent in its URL).
     """
-    sources = list(webhook_settings.sources.values())
+    return token_reuse(list(webhook_settings.sources.values()))
+
+
+def token_reuse(sources: list[SourceConfig]) -> list[checks.CheckMessage]:
+    """E006 among ``sources``."""
     token_sources = {source.name for source in sources if _is_token_scheme(source.scheme)}
     tokens: dict[str, tuple[str, str]] = {}  # value -> (source, setting); the first one wins
     for source in sources:
@@ -369,6 +451,72 @@ def _is_token_scheme(name: str) -> bool:
 
 
 @checks.register()
+def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E031: ``ENCRYPTION_KEYS`` cannot encrypt or decrypt the database sources' secrets."""
+    problem = crypto.keys_problem()
+    if problem is None:
+        return []
+    return [message("E031", problem=problem, min_length=crypto.MIN_KEY_LENGTH)]
+
+
+@checks.register(checks.Tags.database)
+def check_database_sources(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """The database sources: shadowed by settings (W010), secrets no key decrypts (E030) or
+    ending soon (W011), and what :func:`source_problems` and E006 find in settings sources.
+
+    Only when the checks are given databases (``check --database default``, ``migrate``,
+    Django's test runner), as Django's own database checks: ``manage.py check`` must work
+    without a database. Before ``migrate`` has created the tables, there is nothing to check.
+    """
+    if not databases:
+        return []
+    try:
+        rows = list(WebhookSource.objects.prefetch_related("secrets"))
+        served = all_sources()
+    except DatabaseError:
+        return []
+    found: list[checks.CheckMessage] = []
+    soon = timezone.now() + timedelta(days=EXPIRY_WARNING_DAYS)
+    for row in rows:
+        if row.enabled and row.name in webhook_settings.sources:
+            found.append(message("W010", source=row.name))
+        unreadable = [] if crypto.keys_problem() else _undecryptable(row)
+        if unreadable:
+            found.append(message("E030", source=row.name, secrets=", ".join(unreadable)))
+        for secret in row.secrets.all():
+            if secret.not_after is not None and timezone.now() < secret.not_after <= soon:
+                ends = f"{secret.not_after.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+                found.append(
+                    message(
+                        "W011",
+                        secret=secret,
+                        source=row.name,
+                        not_after=ends,
+                        days=EXPIRY_WARNING_DAYS,
+                    )
+                )
+    known_schemes = scheme_names()
+    stored = [source for source in served.values() if source.stored]
+    for source in stored:
+        found += source_problems(source, known_schemes)
+    settings_reuse = check_token_reuse()
+    found += [m for m in token_reuse(list(served.values())) if m not in settings_reuse]
+    return found
+
+
+def _undecryptable(row: WebhookSource) -> list[str]:
+    found = []
+    for secret in row.secrets.all():
+        try:
+            crypto.decrypt(secret.ciphertext)
+        except crypto.Undecryptable:
+            found.append(str(secret))
+    return found
+
+
+@checks.register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     found: list[checks.CheckMessage] = []
     if not webhook_settings.REQUIRE_SIGNATURE and not settings.DEBUG:
@@ -400,9 +548,13 @@ def check_workflow_limits(app_configs: Any = None, **kwargs: Any) -> list[checks
 
 
 @checks.register()
-def check_alerts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """The alert rules, URLs and signing secret (:func:`webhooks_app.alerts.problems`)."""
-    return [message(problem.check_id, **problem.params) for problem in alerts.problems()]
+def check_alerts(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """The alert rules, URLs and signing secret (:func:`webhooks_app.alerts.problems`); a rule's
+    ``SOURCE`` that may be a database source is judged only with ``--database``."""
+    found = alerts.problems(database=bool(databases))
+    return [message(problem.check_id, **problem.params) for problem in found]
 
 
 @checks.register()

@@ -2,7 +2,8 @@
 
 Read lazily and cached; reset when ``WEBHOOKS`` changes (``override_settings`` works) and by
 :meth:`WebhookSettings.reload` (tests that change the environment). Nothing is ever written
-back onto ``django.conf.settings``.
+back onto ``django.conf.settings``. This module imports nothing of the app: the modules that
+cache what they build from these settings clear their caches on ``setting_changed`` themselves.
 
 The setting's keys are named so that Django's ``SafeExceptionReporterFilter`` hides them on
 error pages: secrets live under ``SECRETS``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "ALERT_URLS": [],  # JSON POSTs (Slack-compatible "text") on raise and resolve
     "ALERT_SIGNING_SECRET": "",  # signs those POSTs as Standard Webhooks when set
     "METRICS_TOKEN": "",  # `Authorization: Bearer <token>` may scrape /webhooks/metrics/
+    # Keys of the database sources' secrets (webhooks_app.crypto): the first encrypts, every one
+    # decrypts. [] = derived from SECRET_KEY (and SECRET_KEY_FALLBACKS, which only decrypt).
+    "ENCRYPTION_KEYS": [],
 }
 
 TASK_RUNNERS = ("django_q", "django_tasks")
@@ -59,6 +63,15 @@ ENV_SECRET_DEFAULT = "WEBHOOK_SECRET_DEFAULT"  # noqa: S105 - a variable name, n
 #: are ``SharedTokenScheme``s; a test keeps the two in step). ``WEBHOOK_SECRET_DEFAULT`` is an
 #: HMAC key for the other sources, and a token anyone on the path can read must never be one.
 TOKEN_SCHEMES = frozenset({"gitlab", "telegram"})
+#: The per-source options beside ``SCHEME``, ``SECRETS`` and ``ROUTES`` (contract §5, §9), with
+#: their type: what a database source's ``options`` may hold (``WebhookSource.options``).
+SOURCE_OPTIONS: dict[str, type] = {
+    "TIMESTAMP_TOLERANCE": int,
+    "MAX_BODY_BYTES": int,
+    "VERIFY_TOKEN": str,
+    "PUBLIC_URL": str,
+    "ORDER_KEY": str,
+}
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
 
@@ -93,6 +106,8 @@ class SourceConfig:
     #: ``ORDER_KEY``: a dotted path into the payload or ``"module:function"``; "" = unordered.
     order_key: str = ""
     secret_origin: str = ""  # which setting supplied the secrets, for error messages
+    #: A :class:`~webhooks_app.models.WebhookSource` (the admin or code made it), not settings.
+    stored: bool = False
 
     def route(self, event_type: str) -> str | None:
         """The workflow for ``event_type``: an exact route, else ``"*"``, else none."""
@@ -105,7 +120,6 @@ class WebhookSettings:
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
         self._sources: dict[str, SourceConfig] | None = None
-        self._reload_hooks: list[Callable[[], None]] = []
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -140,6 +154,20 @@ class WebhookSettings:
     def _build_source(self, name: str, options: Mapping[str, Any]) -> SourceConfig:
         scheme = options.get("SCHEME", DEFAULT_SOURCE if name == DEFAULT_SOURCE else name)
         secrets, origin = _resolve_secrets(name, scheme, options.get("SECRETS"))
+        return self.build_source(name, scheme, options, secrets=secrets, secret_origin=origin)
+
+    def build_source(
+        self,
+        name: str,
+        scheme: str,
+        options: Mapping[str, Any],
+        *,
+        secrets: tuple[str, ...],
+        secret_origin: str,
+        stored: bool = False,
+    ) -> SourceConfig:
+        """A source from its ``ROUTES`` and :data:`SOURCE_OPTIONS`, the global defaults filling
+        the gaps: one mapping for the settings sources and the database ones."""
         return SourceConfig(
             name=name,
             scheme=scheme,
@@ -150,20 +178,24 @@ class WebhookSettings:
             verify_token=options.get("VERIFY_TOKEN") or "",
             public_url=options.get("PUBLIC_URL") or "",
             order_key=options.get("ORDER_KEY") or "",
-            secret_origin=origin,
+            secret_origin=secret_origin,
+            stored=stored,
         )
 
-    def on_reload(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` on every :meth:`reload`: modules that cache what they built from these
-        settings (loaded schemes, workflows from ``WORKFLOWS``) register here, so this module
-        imports none of them and stays a leaf."""
-        self._reload_hooks.append(hook)
-
     def reload(self) -> None:
+        """Read ``WEBHOOKS`` and the environment afresh, here and in every module that caches
+        something built from them (loaded schemes, workflows from ``WORKFLOWS``): for tests
+        that change the environment, which Django does not announce.
+
+        It is announced as ``override_settings`` announces a new ``WEBHOOKS``, so each cache
+        keeps listening for the one signal and this module need not know who caches what.
+        """
+        value = getattr(settings, "WEBHOOKS", None)
+        setting_changed.send(sender=type(self), setting="WEBHOOKS", value=value, enter=True)
+
+    def _forget(self) -> None:
         self._cache.clear()
         self._sources = None
-        for hook in self._reload_hooks:
-            hook()
 
 
 @dataclass(frozen=True)
@@ -223,6 +255,6 @@ webhook_settings = WebhookSettings()
 
 
 @receiver(setting_changed)
-def _reload_on_change(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"WEBHOOKS", "Q_CLUSTER"}:
-        webhook_settings.reload()
+def _clear_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == "WEBHOOKS":
+        webhook_settings._forget()

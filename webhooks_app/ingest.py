@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
-from webhooks_app import lifecycle, ordering, queue, registry, signals, sql
+from webhooks_app import lifecycle, ordering, queue, registry, signals, sources, sql
 from webhooks_app.conf import SourceConfig, env_secret_name, webhook_settings
 from webhooks_app.exceptions import (
     InvalidPayload,
@@ -55,7 +55,10 @@ class Outcome:
 
 
 def get_source(name: str) -> tuple[SourceConfig, Scheme]:
-    source = webhook_settings.source(name)
+    try:
+        source = sources.get_source(name)
+    except DatabaseError:  # the database sources were never loaded here, and cannot be now
+        raise Unavailable() from None
     if source is None:
         raise UnknownSource(f"No webhook source {printable(name)!r} is configured.")
     try:
@@ -70,6 +73,8 @@ def handshake(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> 
     if not scheme.has_handshake:
         raise MethodNotAllowed()
     if not source.verify_token:
+        if source.stored:
+            raise NotConfigured(f"Set the VERIFY_TOKEN option of webhook source {source.name!r}.")
         raise NotConfigured(f"Set WEBHOOKS['SOURCES'][{source.name!r}]['VERIFY_TOKEN'].")
     return scheme.handshake(request, source.verify_token)
 
@@ -97,10 +102,7 @@ def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Ou
         raise UnsupportedMediaType(f"Send the body as {' or '.join(sorted(scheme.media_types))}.")
     if webhook_settings.REQUIRE_SIGNATURE:
         if not source.secrets:
-            raise NotConfigured(
-                f"Set WEBHOOKS['SOURCES'][{source.name!r}]['SECRETS'] or the environment "
-                f"variable {env_secret_name(source.name)}."
-            )
+            raise NotConfigured(_missing_secret_detail(source))
         with _scheme_errors_become(InvalidSignature, source):
             scheme.verify(
                 request, source.secrets, now=time.time(), tolerance=source.timestamp_tolerance
@@ -115,6 +117,15 @@ def receive(source: SourceConfig, scheme: Scheme, request: InboundRequest) -> Ou
     with _scheme_errors_become(InvalidPayload, source):
         content_key = scheme.content_key(request)
     return store(source, scheme, delivery, workflow_name, request.headers, content_key)
+
+
+def _missing_secret_detail(source: SourceConfig) -> str:
+    if source.stored:
+        return f"Add a secret to webhook source {source.name!r}: it has none that is valid."
+    return (
+        f"Set WEBHOOKS['SOURCES'][{source.name!r}]['SECRETS'] or the environment variable "
+        f"{env_secret_name(source.name)}."
+    )
 
 
 @contextmanager

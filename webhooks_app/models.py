@@ -5,10 +5,15 @@ queue's own bookkeeping."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from webhooks_app import crypto, source_validation
 
 
 class EventStatus(models.TextChoices):
@@ -258,3 +263,120 @@ class Dashboard(WebhookEvent):
         proxy = True
         verbose_name = "dashboard"
         verbose_name_plural = "dashboard"
+
+
+class WebhookSource(models.Model):
+    """A sender configured in the database (contract §12), served at ``/webhooks/<name>/`` like
+    a ``WEBHOOKS["SOURCES"]`` entry of the same shape; a settings source of the same name wins.
+
+    Every save validates (``full_clean``): ``objects.create()``, the admin and a script alike
+    can never store a source that the loader could not serve, and the ValidationError names
+    the field. ``QuerySet.update()`` and ``bulk_create()`` bypass ``save()``: they neither
+    validate nor tell the other processes (call ``webhooks_app.sources.changed()``).
+    """
+
+    #: The URL segment, as ``WebhookEvent.source`` stores it.
+    name = models.SlugField(
+        max_length=64, unique=True, validators=[source_validation.validate_source_name]
+    )
+    scheme = models.CharField(max_length=64, validators=[source_validation.validate_scheme])
+    enabled = models.BooleanField(default=True, help_text="A disabled source answers 404.")
+    #: Event type to workflow name; ``"*"`` for every other event type.
+    routes = models.JSONField(default=dict, blank=True)
+    #: The per-source options of a settings source (``conf.SOURCE_OPTIONS``): ``ORDER_KEY``,
+    #: ``TIMESTAMP_TOLERANCE``, ``MAX_BODY_BYTES``, ``VERIFY_TOKEN``, ``PUBLIC_URL``.
+    options = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "webhook source"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.full_clean()
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        # JSON fields skip their validators when empty ([] included), so their shape is
+        # checked here, where the scheme is known too.
+        errors = {}
+        if problems := source_validation.routes_problems(self.routes):
+            errors["routes"] = problems
+        if problems := source_validation.options_problems(self.options, self.scheme):
+            errors["options"] = problems
+        if errors:
+            raise ValidationError(errors)
+
+    @sensitive_variables()
+    def add_secret(
+        self, value: str, not_after: datetime | None = None, label: str = ""
+    ) -> WebhookSourceSecret:
+        """Store ``value`` encrypted as one more secret of this source: any secret that has not
+        passed its ``not_after`` verifies. ValidationError naming ``value``, ``not_after`` or
+        ``label`` when one is unusable. The plaintext is never readable again through the
+        model: only its label and fingerprint."""
+        source_validation.validate_secret(value, not_after, label)
+        return self.secrets.create(
+            label=label,
+            ciphertext=crypto.encrypt(value),
+            fingerprint=crypto.fingerprint(value),
+            not_after=not_after,
+        )
+
+    @sensitive_variables()
+    def rotate_secret(self, grace: timedelta, *, label: str = "") -> str:
+        """Generate a new secret and end the validity of the others ``grace`` from now (those
+        that end sooner keep their end); returns the new plaintext, to show once: nothing keeps
+        it in clear. ValidationError naming ``grace`` when it is negative."""
+        if grace < timedelta(0):
+            raise ValidationError({"grace": "The grace period cannot be negative."})
+        value = crypto.new_secret(self.scheme)
+        ends = timezone.now() + grace
+        with transaction.atomic():
+            # update() tells no process; the add_secret() below, in the same transaction, does.
+            self.secrets.filter(
+                models.Q(not_after__isnull=True) | models.Q(not_after__gt=ends)
+            ).update(not_after=ends)
+            self.add_secret(value, label=label or f"rotated {timezone.now():%Y-%m-%d %H:%M}")
+        return value
+
+
+class WebhookSourceSecret(models.Model):
+    """One secret of a :class:`WebhookSource`, encrypted (:mod:`webhooks_app.crypto`).
+
+    Write-only: made by ``source.add_secret()``; what a person sees is ``label`` and
+    ``fingerprint``, never the value (not in ``str``/``repr``, the admin, the API or the logs).
+    """
+
+    source = models.ForeignKey(WebhookSource, on_delete=models.CASCADE, related_name="secrets")
+    label = models.CharField(max_length=100, blank=True)
+    #: A Fernet token: the secret under the current ``ENCRYPTION_KEYS`` key when it was stored.
+    ciphertext = models.TextField(editable=False)
+    #: A keyed digest's first 8 hex digits: tells secrets apart, reveals nothing of the value.
+    fingerprint = models.CharField(max_length=16, editable=False)
+    #: After this time the secret no longer verifies (decided per delivery); NULL: no end.
+    not_after = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "webhook source secret"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.label or 'secret'} ({self.fingerprint})"
+
+
+class SourceVersion(models.Model):
+    """One row whose ``stamp`` changes on every write to a database source or secret: each
+    process reads it (one primary-key read, every ``sources.REFRESH_SECONDS`` at most) to
+    know when to reload them. A random stamp, not a counter: a rolled-back change can never
+    leave a process holding the number a later change takes."""
+
+    stamp = models.CharField(max_length=32)
+
+    def __str__(self) -> str:
+        return self.stamp

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import autodiscover_modules, import_string
 
 from webhooks_app.conf import Rate, parse_rate, webhook_settings
 
-if TYPE_CHECKING:
-    from webhooks_app.models import WebhookEvent
-
-WorkflowFunc = Callable[[dict[str, Any], "WebhookEvent"], Any]
+#: ``func(inputs, event)``, the event a :class:`~webhooks_app.models.WebhookEvent` (not imported:
+#: the models validate a source's routes against this registry).
+WorkflowFunc = Callable[[dict[str, Any], Any], Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _decorated: dict[str, WorkflowFunc] = {}
@@ -169,4 +170,8 @@ def clear_settings_cache() -> None:
     _limits = _limited = None
 
 
-webhook_settings.on_reload(clear_settings_cache)
+@receiver(setting_changed)
+def _clear_on_change(*, setting: str, **kwargs: Any) -> None:
+    """``WORKFLOWS`` and ``WORKFLOW_LIMITS`` are read once, until ``WEBHOOKS`` changes."""
+    if setting == "WEBHOOKS":
+        clear_settings_cache()

@@ -49,8 +49,8 @@ from django.db.models import Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from webhooks_app import tasks
-from webhooks_app.conf import SourceConfig, secret_env_names, webhook_settings
+from webhooks_app import sources, tasks
+from webhooks_app.conf import SourceConfig, secret_env_names
 from webhooks_app.models import EventStatus, WebhookEvent
 from webhooks_app.schemes import Scheme, get_scheme
 
@@ -178,11 +178,16 @@ def sample_payload(scheme: str, event_type: str) -> Any:
 def source_config(name: str) -> SourceConfig:
     """The configured source ``name``, which must have a secret to sign with;
     ``ImproperlyConfigured`` saying what to set otherwise."""
-    source = webhook_settings.source(name)
+    source = sources.get_source(name)
     if source is None:
         raise ImproperlyConfigured(
             f"No webhook source {name!r} is configured. "
-            f"Known sources: {', '.join(sorted(webhook_settings.sources)) or 'none'}."
+            f"Known sources: {', '.join(sorted(sources.all_sources())) or 'none'}."
+        )
+    if not source.secrets and source.stored:
+        raise ImproperlyConfigured(
+            f"Source {name!r} has no valid secret: add one with "
+            f"WebhookSource.objects.get(name={name!r}).add_secret(...)."
         )
     if not source.secrets:
         raise ImproperlyConfigured(

@@ -20,7 +20,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from webhooks_app import checks, ingest, metrics, queue, refusals
+from webhooks_app import checks, ingest, metrics, queue, refusals, sources
 from webhooks_app.api import OperatorAuthentication, api_error, sees_operator_details
 from webhooks_app.conf import SourceConfig, webhook_settings
 from webhooks_app.exceptions import InvalidPayload, MethodNotAllowed, WebhookError
@@ -370,9 +370,11 @@ class HealthView(OperatorAuthentication, APIView):
         if sees_operator_details(request, webhook_settings.HEALTH_TOKEN):
             info = queue.queue_info()
             body["queue"] = {"status": "unavailable" if info["queued"] is None else "ok", **info}
+            # The database sources too, unless the database is what fails.
+            configured = sources.all_sources() if status == 200 else webhook_settings.sources
             body["sources"] = {
                 source.name: "not_configured" if checks.missing_secret(source) else "ok"
-                for source in webhook_settings.sources.values()
+                for source in configured.values()
             }
         else:
             body["queue"] = {"status": "ok" if queue.broker_reachable() else "unavailable"}

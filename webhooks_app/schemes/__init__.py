@@ -11,7 +11,10 @@ from __future__ import annotations
 import pkgutil
 from functools import cache
 from importlib import import_module
+from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from webhooks_app.conf import webhook_settings
@@ -57,9 +60,8 @@ def get_scheme(name: str) -> Scheme:
     return scheme
 
 
-def clear_cache() -> None:
-    """Forget loaded schemes (settings changed)."""
-    _loaded.clear()
-
-
-webhook_settings.on_reload(clear_cache)
+@receiver(setting_changed)
+def _clear_on_change(*, setting: str, **kwargs: Any) -> None:
+    """Forget loaded schemes when ``WEBHOOKS`` (its ``SCHEMES``) changes."""
+    if setting == "WEBHOOKS":
+        _loaded.clear()

@@ -15,6 +15,7 @@ import hmac
 import json
 import math
 import re
+import time
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -341,3 +342,80 @@ class SharedTokenScheme(Scheme):
 
     def token_headers(self, secret: str) -> dict[str, str]:
         return {self.token_header: secret}
+
+
+class HmacHeaderScheme(Scheme):
+    """Senders that put ``<prefix><hex HMAC-SHA256(secret, signed content)>`` in one header
+    (generic, GitHub, Meta, Slack): a subclass declares the header, the prefix and the message
+    for a request without it, and gets :meth:`verify` and :meth:`sign`.
+
+    What is signed is the raw body; a sender that signs a timestamp too (Slack) names its
+    header in ``timestamp_header`` and builds the signed bytes in :meth:`signed_content`.
+    """
+
+    #: As the sender spells it (``sign`` writes it so); read case-insensitively.
+    signature_header: ClassVar[str]
+    #: Lower-case (``sha256=``, ``v0=``); the sender's may be in either case.
+    prefix: ClassVar[str]
+    #: Whether a bare hex digest (no prefix) is accepted as well.
+    prefix_optional: ClassVar[bool] = False
+    #: The ``MissingSignature`` detail: what to send, or what to set at the provider.
+    missing_detail: ClassVar[str]
+    #: The header of a signed Unix timestamp, checked against the tolerance; "" when none is.
+    timestamp_header: ClassVar[str] = ""
+    #: Where ``sign`` puts ``webhook_id``; "" when the sender's id travels in the body.
+    id_header: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The header the signature travels in is never stored or logged, whether or not the
+        # subclass remembered to list it.
+        if header := getattr(cls, "signature_header", ""):
+            cls.signature_headers = cls.signature_headers | {header.lower()}
+
+    def signed_content(self, body: bytes, timestamp: str) -> bytes:
+        """The bytes the MAC covers; ``timestamp`` is ``""`` unless ``timestamp_header`` is set."""
+        return body
+
+    def verify(
+        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
+    ) -> None:
+        value = request.header(self.signature_header)
+        if value is None:
+            raise MissingSignature(self.missing_detail)
+        timestamp = ""
+        if self.timestamp_header:
+            timestamp = check_timestamp(
+                request.header(self.timestamp_header),
+                now=now,
+                tolerance=tolerance,
+                header=self.timestamp_header,
+            )
+        verify_hex_sha256(
+            value,
+            self.signed_content(request.body, timestamp),
+            secrets,
+            prefix=self.prefix,
+            prefix_optional=self.prefix_optional,
+        )
+
+    def sign(
+        self,
+        body: bytes,
+        secret: str,
+        *,
+        webhook_id: str | None = None,
+        timestamp: int | None = None,
+    ) -> dict[str, str]:
+        """The signature header, the timestamp's if one is signed (now unless ``timestamp``
+        is given), and ``id_header`` when ``webhook_id`` is given and the scheme has one."""
+        stamp = ""
+        if self.timestamp_header:
+            stamp = str(int(time.time()) if timestamp is None else timestamp)
+        digest = hmac_sha256(secret.encode(), self.signed_content(body, stamp)).hex()
+        headers = {self.signature_header: self.prefix + digest}
+        if stamp:
+            headers[self.timestamp_header] = stamp
+        if webhook_id is not None and self.id_header:
+            headers[self.id_header] = webhook_id
+        return headers

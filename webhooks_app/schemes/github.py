@@ -26,40 +26,40 @@ manual redelivery). Both are required.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import InvalidPayload, MissingSignature
+from webhooks_app.exceptions import InvalidPayload
 from webhooks_app.schemes.base import (
     Delivery,
+    HmacHeaderScheme,
     InboundRequest,
-    Scheme,
-    hmac_sha256,
     parse_form,
     parse_json_object,
     validate_webhook_id,
-    verify_hex_sha256,
 )
 
-SIGNATURE_HEADER = "x-hub-signature-256"
 LEGACY_SIGNATURE_HEADER = "x-hub-signature"
 EVENT_HEADER = "x-github-event"
-DELIVERY_HEADER = "x-github-delivery"
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
-_PREFIX = "sha256="
 
 
-class GitHubScheme(Scheme):
+class GitHubScheme(HmacHeaderScheme):
     """GitHub repository, organisation and App webhooks."""
 
-    media_types: ClassVar[frozenset[str]] = frozenset({"application/json", FORM_MEDIA_TYPE})
-    signature_headers: ClassVar[frozenset[str]] = frozenset(
-        {SIGNATURE_HEADER, LEGACY_SIGNATURE_HEADER}
+    signature_header = "X-Hub-Signature-256"
+    prefix = "sha256="
+    missing_detail = (
+        "Send X-Hub-Signature-256 (set a secret on the GitHub webhook); "
+        "the SHA-1 X-Hub-Signature alone is not accepted."
     )
+    id_header = "X-GitHub-Delivery"
+    media_types: ClassVar[frozenset[str]] = frozenset({"application/json", FORM_MEDIA_TYPE})
+    #: Besides ``signature_header``: the SHA-1 one, never stored though never accepted.
+    signature_headers: ClassVar[frozenset[str]] = frozenset({LEGACY_SIGNATURE_HEADER})
     stored_headers: ClassVar[frozenset[str]] = frozenset(
         {
             EVENT_HEADER,
-            DELIVERY_HEADER,
+            id_header.lower(),
             "x-github-hook-id",
             "x-github-hook-installation-target-type",
             "x-github-hook-installation-target-id",
@@ -68,43 +68,18 @@ class GitHubScheme(Scheme):
         }
     )
 
-    def verify(
-        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
-    ) -> None:
-        header = request.header(SIGNATURE_HEADER)
-        if header is None:
-            raise MissingSignature(
-                "Send X-Hub-Signature-256 (set a secret on the GitHub webhook); "
-                "the SHA-1 X-Hub-Signature alone is not accepted."
-            )
-        verify_hex_sha256(header, request.body, secrets, prefix=_PREFIX)
-
     def parse(self, request: InboundRequest) -> Delivery:
         payload = _payload(request)
-        delivery = request.header(DELIVERY_HEADER)
+        delivery = request.header(self.id_header)
         if delivery is None:
             raise InvalidPayload("The X-GitHub-Delivery header is required.")
-        webhook_id = validate_webhook_id(delivery, where="X-GitHub-Delivery")
+        webhook_id = validate_webhook_id(delivery, where=self.id_header)
         event = request.header(EVENT_HEADER)
         if event is None:
             raise InvalidPayload("The X-GitHub-Event header is required.")
         # Same rule as an id (1-255 printable characters): it is stored and shown in the admin.
         event_type = validate_webhook_id(event, where="X-GitHub-Event")
         return Delivery(webhook_id=webhook_id, event_type=event_type, payload=payload)
-
-    def sign(
-        self,
-        body: bytes,
-        secret: str,
-        *,
-        webhook_id: str | None = None,
-        timestamp: int | None = None,
-    ) -> dict[str, str]:
-        """The signature (and ``X-GitHub-Delivery`` when given); GitHub signs no timestamp."""
-        headers = {"X-Hub-Signature-256": _PREFIX + hmac_sha256(secret.encode(), body).hex()}
-        if webhook_id is not None:
-            headers["X-GitHub-Delivery"] = webhook_id
-        return headers
 
 
 def _payload(request: InboundRequest) -> dict[str, Any]:

@@ -44,61 +44,41 @@ Workflows run after the answer, so they reply to the user through the payload's
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import InvalidPayload, MissingSignature
+from webhooks_app.exceptions import InvalidPayload
 from webhooks_app.schemes.base import (
     Delivery,
+    HmacHeaderScheme,
     InboundRequest,
-    Scheme,
-    check_timestamp,
-    hmac_sha256,
     parse_form,
     parse_json_object,
     validate_webhook_id,
-    verify_hex_sha256,
 )
 
-SIGNATURE_HEADER = "x-slack-signature"
-TIMESTAMP_HEADER = "x-slack-request-timestamp"
 FORM = "application/x-www-form-urlencoded"
-_PREFIX = "v0="
 #: What ``json.loads`` skips before a document: a body starting ``{`` after it is JSON.
 _JSON_WHITESPACE = b" \t\n\r"
 #: The deprecated verification token: never stored (see the module docstring).
 _TOKEN_FIELD = "token"  # noqa: S105 - a field name, not a secret
 
 
-def _signed(timestamp: str, body: bytes) -> bytes:
-    return b"v0:" + timestamp.encode() + b":" + body
-
-
-class SlackScheme(Scheme):
+class SlackScheme(HmacHeaderScheme):
     """Slack apps: Events API, slash commands and interactivity, on one Request URL."""
 
+    signature_header = "X-Slack-Signature"
+    prefix = "v0="
+    missing_detail = "Send X-Slack-Signature (v0=<hex>) and X-Slack-Request-Timestamp."
+    timestamp_header = "X-Slack-Request-Timestamp"
+    # No id_header: the id is the body's event_id (or trigger_id).
     media_types: ClassVar[frozenset[str]] = frozenset({"application/json", FORM})
-    signature_headers: ClassVar[frozenset[str]] = frozenset({SIGNATURE_HEADER})
     stored_headers: ClassVar[frozenset[str]] = frozenset(
-        {TIMESTAMP_HEADER, "x-slack-retry-num", "x-slack-retry-reason"}
+        {timestamp_header.lower(), "x-slack-retry-num", "x-slack-retry-reason"}
     )
 
-    def verify(
-        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
-    ) -> None:
-        header = request.header(SIGNATURE_HEADER)
-        if header is None:
-            raise MissingSignature(
-                "Send X-Slack-Signature (v0=<hex>) and X-Slack-Request-Timestamp."
-            )
-        timestamp = check_timestamp(
-            request.header(TIMESTAMP_HEADER),
-            now=now,
-            tolerance=tolerance,
-            header="X-Slack-Request-Timestamp",
-        )
-        verify_hex_sha256(header, _signed(timestamp, request.body), secrets, prefix=_PREFIX)
+    def signed_content(self, body: bytes, timestamp: str) -> bytes:
+        """Slack's base string, ``v0:{timestamp}:{raw body}``."""
+        return b"v0:" + timestamp.encode() + b":" + body
 
     def parse(self, request: InboundRequest) -> Delivery:
         media_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
@@ -115,19 +95,6 @@ class SlackScheme(Scheme):
         if kind == "event_callback" and isinstance(inner, dict):
             kind = _text(inner.get("type"))
         return Delivery(_optional_id(body, "event_id"), kind, _without_token(body))
-
-    def sign(
-        self,
-        body: bytes,
-        secret: str,
-        *,
-        webhook_id: str | None = None,
-        timestamp: int | None = None,
-    ) -> dict[str, str]:
-        """Both headers Slack sends (``webhook_id`` belongs in the body: ``event_id``)."""
-        stamp = str(int(time.time()) if timestamp is None else timestamp)
-        digest = hmac_sha256(secret.encode(), _signed(stamp, body)).hex()
-        return {"X-Slack-Signature": _PREFIX + digest, "X-Slack-Request-Timestamp": stamp}
 
 
 def _parse_form(body: bytes) -> Delivery:

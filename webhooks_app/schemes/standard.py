@@ -2,23 +2,29 @@
 
 Three headers: ``webhook-id`` (the message id, the same on every retry: our idempotency key),
 ``webhook-timestamp`` (Unix seconds of *this attempt*) and ``webhook-signature``, a
-space-separated list of ``v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`` entries.
-Senders rotating a secret sign with both keys and send both entries; any ``v1`` entry that a
-configured secret produced is accepted, and entries of other versions (``v1a`` is ed25519,
-``v2`` does not exist yet) are skipped, as the spec tells consumers to do.
+space-separated list of signatures of ``"{id}.{timestamp}.{body}"``: symmetric
+``v1,<base64 HMAC-SHA256(key, …)>`` and asymmetric ``v1a,<base64 ed25519 signature>`` entries.
+Senders rotating a secret sign with both keys and send both entries; any entry that a
+configured secret of its kind produced is accepted (a ``v1`` one by an HMAC secret, a ``v1a``
+one by a ``whpk_`` public key), and entries of other versions (``v2`` does not exist yet) are
+skipped, as the spec tells consumers to do.
 
 Svix-branded senders (Clerk, Resend…) send the same triple as ``svix-id``, ``svix-timestamp``
 and ``svix-signature``; those are read when no ``webhook-signature`` header is present.
 
-Secrets (see :func:`signing_key`): ``whsec_<base64>`` is base64-decoded, padding optional;
-anything else is used as raw UTF-8 bytes.
+Secrets (see :func:`signing_key` and :func:`public_key`): ``whsec_<base64>`` is base64-decoded,
+padding optional; ``whpk_<base64>`` is a 32-byte Ed25519 public key (the same base64 rule);
+anything else is used as raw UTF-8 bytes. ``whsk_<base64>``, the sender's private key, is for
+:meth:`StandardWebhooksScheme.sign` only (a test playing the sender): a receiver has no use for
+it, and it never verifies anything here.
 
 Stricter than the reference ``standardwebhooks`` library, on purpose:
 
 * the timestamp must be an integer string, and is signed verbatim (the library parses it with
   ``float()`` and signs the floored value, so ``1614265330.9`` passes for ``1614265330``);
 * malformed entries never raise anything but ``InvalidSignature`` (the library leaks
-  ``ValueError``/``binascii.Error``);
+  ``ValueError``/``binascii.Error``); a ``v1a`` signature must be canonical padded base64 of
+  64 bytes, as a ``v1`` one must be the canonical encoding of its digest;
 * the tolerance is the source's ``TIMESTAMP_TOLERANCE`` in both directions, never disabled.
 """
 
@@ -31,6 +37,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
+
+from cryptography.exceptions import InvalidSignature as BadEd25519Signature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from webhooks_app.exceptions import (
     InvalidPayload,
@@ -50,7 +59,27 @@ from webhooks_app.schemes.base import (
 )
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+PUBLIC_KEY_PREFIX = "whpk_"
+PRIVATE_KEY_PREFIX = "whsk_"
+ED25519_KEY_BYTES = 32
+ED25519_SIGNATURE_BYTES = 64
 _VERSION = "v1,"
+_ASYMMETRIC_VERSION = "v1a,"
+#: The encodings (sign bit cleared) of the Ed25519 points of small order, as libsodium refuses
+#: them. Such a "public key" is nobody's: an all-zero placeholder key accepts 64 zero bytes as
+#: the signature of about one message in four, so a forger only has to vary the id.
+_SMALL_ORDER_POINTS = frozenset(
+    bytes.fromhex(point)
+    for point in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -71,19 +100,57 @@ def signing_key(secret: str) -> bytes | None:
       Padding is optional, as in every reference library, but the alphabet is strict: the
       Python library's lenient ``b64decode`` silently drops stray characters, so two different
       secrets could collapse to one key. A malformed or empty one is unusable (``None``).
+    * ``whpk_``/``whsk_`` (Ed25519 keys): never an HMAC key. A public key is public: as HMAC
+      key text it would let anyone forge a ``v1`` signature.
     * anything else: the UTF-8 bytes, used raw, like the reference library's ``Webhook(bytes)``.
       (The library would base64-decode an unprefixed string too; we do not, because a plain
       password such as ``my-secret`` would be mangled. Add the ``whsec_`` prefix to a bare
       base64 secret.)
     """
+    if secret.startswith((PUBLIC_KEY_PREFIX, PRIVATE_KEY_PREFIX)):
+        return None
     if not secret.startswith(SECRET_PREFIX):
         return secret.encode() or None
-    encoded = secret[len(SECRET_PREFIX) :]
+    return _decode_base64(secret[len(SECRET_PREFIX) :]) or None
+
+
+def public_key(secret: str) -> Ed25519PublicKey | None:
+    """The Ed25519 key a ``whpk_<base64>`` secret stands for (``v1a`` entries), or ``None``:
+    another kind of secret, not 32 bytes of base64 (padding optional, as for ``whsec_``), or a
+    point of small order (:data:`_SMALL_ORDER_POINTS`)."""
+    if not secret.startswith(PUBLIC_KEY_PREFIX):
+        return None
+    raw = _decode_base64(secret[len(PUBLIC_KEY_PREFIX) :])
+    if raw is None or len(raw) != ED25519_KEY_BYTES:
+        return None
+    if raw[:-1] + bytes([raw[-1] & 0x7F]) in _SMALL_ORDER_POINTS:
+        return None
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def private_key(secret: str) -> Ed25519PrivateKey | None:
+    """The Ed25519 key a ``whsk_<base64>`` secret stands for, or ``None``. Two layouts exist:
+    the 32-byte seed (RFC 8032), and libsodium's and TweetNaCl's 64 bytes, seed then public
+    key; the latter only if its halves belong together."""
+    if not secret.startswith(PRIVATE_KEY_PREFIX):
+        return None
+    raw = _decode_base64(secret[len(PRIVATE_KEY_PREFIX) :])
+    if raw is None or len(raw) not in (ED25519_KEY_BYTES, 2 * ED25519_KEY_BYTES):
+        return None
+    key = Ed25519PrivateKey.from_private_bytes(raw[:ED25519_KEY_BYTES])
+    if (
+        len(raw) > ED25519_KEY_BYTES
+        and key.public_key().public_bytes_raw() != raw[ED25519_KEY_BYTES:]
+    ):
+        return None
+    return key
+
+
+def _decode_base64(encoded: str) -> bytes | None:
     try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         return None
-    return key or None
 
 
 def _header_names(request: InboundRequest) -> _HeaderNames:
@@ -123,7 +190,7 @@ def _signed_content(webhook_id: str, timestamp: str, body: bytes) -> bytes:
 
 
 class StandardWebhooksScheme(Scheme):
-    """Standard Webhooks v1 symmetric signatures (HMAC-SHA256, base64)."""
+    """Standard Webhooks v1 signatures: symmetric (HMAC-SHA256) and asymmetric (ed25519)."""
 
     signature_headers: ClassVar[frozenset[str]] = frozenset(
         {WEBHOOK_HEADERS.signature, SVIX_HEADERS.signature}
@@ -136,15 +203,19 @@ class StandardWebhooksScheme(Scheme):
         self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
     ) -> None:
         keys = [key for key in map(signing_key, secrets) if key is not None]
-        if not keys:
+        public_keys = [key for key in map(public_key, secrets) if key is not None]
+        if not keys and not public_keys:
             raise NotConfigured(
                 "No configured secret is a usable Standard Webhooks secret "
-                "(whsec_ followed by base64, or a plain string)."
+                "(whsec_ followed by base64, a whpk_ Ed25519 public key, or a plain string)."
             )
         names = _header_names(request)
         header = request.header(names.signature)
         if header is None:
-            raise MissingSignature("Send the webhook-signature header: v1,<base64 HMAC-SHA256>.")
+            raise MissingSignature(
+                "Send the webhook-signature header: v1,<base64 HMAC-SHA256> "
+                "or v1a,<base64 ed25519>."
+            )
         webhook_id = request.header(names.id)
         timestamp = request.header(names.timestamp)
         if not webhook_id:
@@ -159,8 +230,15 @@ class StandardWebhooksScheme(Scheme):
         expected = [(_VERSION + _b64(hmac_sha256(key, signed))).encode() for key in keys]
         matched = False
         for entry in header.split():
-            if entry.startswith(_VERSION) and entry.isascii():
+            if not entry.isascii():
+                continue
+            if entry.startswith(_VERSION):
                 matched |= any_digest_matches(entry.encode(), expected)
+            elif entry.startswith(_ASYMMETRIC_VERSION) and public_keys:
+                signature = _ed25519_signature(entry[len(_ASYMMETRIC_VERSION) :])
+                matched |= signature is not None and _ed25519_matches(
+                    signature, signed, public_keys
+                )
         if not matched:
             raise InvalidSignature()
 
@@ -186,12 +264,10 @@ class StandardWebhooksScheme(Scheme):
         webhook_id: str | None = None,
         timestamp: int | None = None,
     ) -> dict[str, str]:
-        key = signing_key(secret)
-        if key is None:
-            raise ValueError("The secret is not a usable Standard Webhooks secret.")
+        """A ``v1`` signature for an HMAC secret, a ``v1a`` one for a ``whsk_`` private key."""
         webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
         stamp = str(int(time.time()) if timestamp is None else timestamp)
-        signature = _VERSION + _b64(hmac_sha256(key, _signed_content(webhook_id, stamp, body)))
+        signature = _signature_entry(secret, _signed_content(webhook_id, stamp, body))
         return {
             WEBHOOK_HEADERS.id: webhook_id,
             WEBHOOK_HEADERS.timestamp: stamp,
@@ -199,8 +275,43 @@ class StandardWebhooksScheme(Scheme):
         }
 
 
+def _signature_entry(secret: str, message: bytes) -> str:
+    ed25519_key = private_key(secret)
+    if ed25519_key is not None:
+        return _ASYMMETRIC_VERSION + _b64(ed25519_key.sign(message))
+    key = signing_key(secret)
+    if key is not None:
+        return _VERSION + _b64(hmac_sha256(key, message))
+    if secret.startswith(PUBLIC_KEY_PREFIX):
+        raise ValueError("A whpk_ public key only verifies: sign with its whsk_ private key.")
+    raise ValueError("The secret is not a usable Standard Webhooks secret.")
+
+
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
+
+
+def _ed25519_signature(encoded: str) -> bytes | None:
+    """The 64 bytes of a ``v1a`` entry, or ``None`` unless it is their canonical padded base64:
+    strict like ``v1`` entries, where a lenient decoder would take several spellings of one."""
+    signature = _decode_base64(encoded)
+    if signature is None or len(signature) != ED25519_SIGNATURE_BYTES:
+        return None
+    return signature if _b64(signature) == encoded else None
+
+
+def _ed25519_matches(
+    signature: bytes, message: bytes, public_keys: Sequence[Ed25519PublicKey]
+) -> bool:
+    """Whether one of ``public_keys`` made ``signature``. No constant-time care is needed:
+    the verification holds no secret to leak (the keys are public)."""
+    for key in public_keys:
+        try:
+            key.verify(signature, message)
+        except BadEd25519Signature:
+            continue
+        return True
+    return False
 
 
 SCHEME = StandardWebhooksScheme

@@ -35,48 +35,31 @@ statuses per change): the workflow sees the whole payload and should walk all of
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from webhooks_app.exceptions import (
-    HandshakeRefused,
-    InvalidPayload,
-    MissingSignature,
-    NotConfigured,
-)
+from webhooks_app.exceptions import HandshakeRefused, InvalidPayload, NotConfigured
 from webhooks_app.schemes.base import (
     Delivery,
+    HmacHeaderScheme,
     InboundRequest,
-    Scheme,
-    hmac_sha256,
     parse_json_object,
     secret_token_matches,
     validate_webhook_id,
-    verify_hex_sha256,
 )
 
-SIGNATURE_HEADER = "x-hub-signature-256"
 LEGACY_SIGNATURE_HEADER = "x-hub-signature"
-_PREFIX = "sha256="
 MAX_CHALLENGE_LENGTH = 255
 
 
-class WhatsAppScheme(Scheme):
+class WhatsAppScheme(HmacHeaderScheme):
     """WhatsApp Cloud API webhooks (any Meta app subscription verifies the same way)."""
 
-    signature_headers: ClassVar[frozenset[str]] = frozenset(
-        {SIGNATURE_HEADER, LEGACY_SIGNATURE_HEADER}
-    )
-
-    def verify(
-        self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int
-    ) -> None:
-        header = request.header(SIGNATURE_HEADER)
-        if header is None:
-            raise MissingSignature(
-                "Send X-Hub-Signature-256 (sha256=<hex HMAC-SHA256 with the App Secret>)."
-            )
-        verify_hex_sha256(header, request.body, secrets, prefix=_PREFIX)
+    signature_header = "X-Hub-Signature-256"
+    prefix = "sha256="
+    missing_detail = "Send X-Hub-Signature-256 (sha256=<hex HMAC-SHA256 with the App Secret>)."
+    # No id_header: a delivery's id comes from the message ids in the body.
+    signature_headers: ClassVar[frozenset[str]] = frozenset({LEGACY_SIGNATURE_HEADER})
 
     def handshake(self, request: InboundRequest, verify_token: str) -> str:
         if not verify_token:
@@ -103,17 +86,6 @@ class WhatsAppScheme(Scheme):
         if not isinstance(field, str):
             raise InvalidPayload("changes[].field must be a string.")
         return Delivery(_delivery_id(body), field, body)
-
-    def sign(
-        self,
-        body: bytes,
-        secret: str,
-        *,
-        webhook_id: str | None = None,
-        timestamp: int | None = None,
-    ) -> dict[str, str]:
-        """The header Meta sends; ``webhook_id`` belongs in the body (a message ``id``)."""
-        return {"X-Hub-Signature-256": _PREFIX + hmac_sha256(secret.encode(), body).hex()}
 
 
 def _first(items: Any) -> dict[str, Any]:
