@@ -662,9 +662,9 @@ DASHBOARD_REFRESH_SECONDS = 30
 PURGE_SAMPLE = 20
 
 
-@admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
-    """The *Dashboard* entry in the admin index: it leads to the dashboard page."""
+class SeenWithTheEvents(admin.ModelAdmin):
+    """A read-only page of the app's (the dashboard's entry, alerts, bulk replays): seen by
+    whoever may view the events, changed by no one through the admin's forms."""
 
     def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return request.user.has_perm("webhooks_app.view_webhookevent")
@@ -681,6 +681,11 @@ class DashboardAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+
+@admin.register(Dashboard)
+class DashboardAdmin(SeenWithTheEvents):
+    """The *Dashboard* entry in the admin index: it leads to the dashboard page."""
+
     def changelist_view(self, request: HttpRequest, extra_context: object = None) -> HttpResponse:
         return HttpResponseRedirect(reverse("admin:webhooks_app_dashboard"))
 
@@ -691,7 +696,7 @@ ALERT_FIELDS: tuple[str, ...] = (
 
 
 @admin.register(WebhookAlert)
-class WebhookAlertAdmin(admin.ModelAdmin):
+class WebhookAlertAdmin(SeenWithTheEvents):
     """The history of alerts: one row per opening of a rule, read-only (the evaluation alone
     raises and resolves them). Seen with the permission that shows the events."""
 
@@ -717,21 +722,6 @@ class WebhookAlertAdmin(admin.ModelAdmin):
     def pretty_definition(self, obj: WebhookAlert) -> str:
         return _pretty(obj.definition)
 
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return request.user.has_perm("webhooks_app.view_webhookevent")
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.has_view_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 REPLAY_FIELDS: tuple[str, ...] = (
     "state", "progress", "shown_filters", "created", "created_by", "finished",
@@ -741,7 +731,7 @@ REPLAY_REFRESH_SECONDS = 3
 
 
 @admin.register(WebhookReplay)
-class WebhookReplayAdmin(admin.ModelAdmin):
+class WebhookReplayAdmin(SeenWithTheEvents):
     """Bulk replays and their progress, read-only (they are started from the filtered event
     list, the API or the command); *Cancel* on a running one. Seen with the permission that
     shows the events, cancelled with the one that replays them."""
@@ -763,21 +753,6 @@ class WebhookReplayAdmin(admin.ModelAdmin):
     @admin.display(description="filters")
     def shown_filters(self, obj: WebhookReplay) -> str:
         return replays.describe(obj.filters)
-
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return request.user.has_perm("webhooks_app.view_webhookevent")
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self.has_view_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         """Cancelling changes what runs, like starting: the events' change permission."""
