@@ -61,6 +61,27 @@ def test_the_check_functions_are_registered_as_tested():
         checks.check_alerts,
     ):
         assert check in registered.get_checks(False)
+    # What reads the database is tagged so: run with --database, migrate and the test runner.
+    for check in (
+        checks.check_database_sources,
+        checks.check_stored_secrets_for_deployment,
+        checks.check_alert_sources,
+    ):
+        assert django_checks.Tags.database in check.tags
+
+
+def test_no_untagged_check_reads_the_database_when_handed_every_alias():
+    """Django 6 hands every check the database aliases (``run_checks(databases=None)``), so an
+    untagged check of this app must not take them as leave to query: ``manage.py check`` works
+    without a database. This test has no database access; a query fails it."""
+    rule = {"NAME": "quiet", "WHEN": "silence", "SOURCE": "elsewhere", "WINDOW": 60}
+    with override_settings(WEBHOOKS={**settings.WEBHOOKS, "ALERTS": [rule]}):
+        for check in django_checks.registry.registry.get_checks(include_deployment_checks=True):
+            if (
+                check.__module__ == checks.__name__
+                and django_checks.Tags.database not in check.tags
+            ):
+                check(app_configs=None, databases=["default"])
 
 
 def test_unknown_scheme():

@@ -536,8 +536,11 @@ def test_the_database_checks_run_only_with_databases():
     make_source(secret=None)
     assert checks.check_database_sources() == []
     assert checks.check_database_sources(databases=DB) == [message("W012", source="acme")]
-    assert checks.check_secrets_for_deployment() == []
-    assert checks.check_secrets_for_deployment(databases=DB) == [message("E032", source="acme")]
+    assert checks.check_stored_secrets_for_deployment() == []
+    assert checks.check_stored_secrets_for_deployment(databases=DB) == [
+        message("E032", source="acme")
+    ]
+    assert checks.check_secrets_for_deployment(databases=DB) == []  # the settings sources'
     assert checks.missing_secret_errors() == [message("E032", source="acme")]  # the dashboard
 
 
@@ -585,9 +588,10 @@ def test_an_alert_rule_may_watch_a_database_source():
     rule = {"NAME": "quiet", "WHEN": "silence", "SOURCE": "acme", "WINDOW": 60}
     typo = {"NAME": "typo", "WHEN": "silence", "SOURCE": "acmee", "WINDOW": 60}
     with override_settings(WEBHOOKS=webhooks(ALERTS=[rule, typo])):
-        found = checks.check_alerts(databases=DB)
+        found = checks.check_alert_sources(databases=DB)
         assert [m.id for m in found] == ["webhooks_app.E020"] and "'acmee'" in found[0].msg
-        assert [m.id for m in checks.check_alerts()] == []  # no database: not judged
+        assert [m.id for m in checks.check_alert_sources()] == []  # no database: not judged
+        assert [m.id for m in checks.check_alerts(databases=DB)] == []  # the static rules'
         assert [r.name for r in alerts.parse_rules()[0]] == ["quiet"]
 
 

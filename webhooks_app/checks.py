@@ -375,10 +375,25 @@ def missing_secret_errors(*, database: bool = True) -> list[checks.CheckMessage]
 
 @checks.register(deploy=True)
 def check_secrets_for_deployment(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E003 for the settings sources; the database ones are
+    :func:`check_stored_secrets_for_deployment`'s."""
+    return missing_secret_errors(database=False)
+
+
+@checks.register(checks.Tags.database, deploy=True)
+def check_stored_secrets_for_deployment(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    # The database sources only with --database, as Django's own database checks.
-    return missing_secret_errors(database=bool(databases))
+    """E032 for the database sources without a usable secret. Tagged ``database``, as Django's
+    own checks that read it: run by ``check --database default``, ``migrate`` and the test
+    runner, never by a plain ``check`` (Django 6 hands every check the databases, tagged or
+    not, so their presence says nothing)."""
+    if not databases:
+        return []
+    settings_only = missing_secret_errors(database=False)
+    return [error for error in missing_secret_errors(database=True) if error not in settings_only]
 
 
 _REPORT_ONCE = "webhooks_app.checks.report_missing_secrets_once"
@@ -548,13 +563,27 @@ def check_workflow_limits(app_configs: Any = None, **kwargs: Any) -> list[checks
 
 
 @checks.register()
-def check_alerts(
+def check_alerts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The alert rules, URLs and signing secret (:func:`webhooks_app.alerts.problems`); a rule's
+    ``SOURCE`` that may be a database source is :func:`check_alert_sources`'."""
+    found = alerts.problems(database=False)
+    return [message(problem.check_id, **problem.params) for problem in found]
+
+
+@checks.register(checks.Tags.database)
+def check_alert_sources(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """The alert rules, URLs and signing secret (:func:`webhooks_app.alerts.problems`); a rule's
-    ``SOURCE`` that may be a database source is judged only with ``--database``."""
-    found = alerts.problems(database=bool(databases))
-    return [message(problem.check_id, **problem.params) for problem in found]
+    """What the alert rules get wrong once the database sources are known too: a ``SOURCE``
+    that no source has (see :func:`check_stored_secrets_for_deployment` on the tag)."""
+    if not databases:
+        return []
+    static = alerts.problems(database=False)
+    return [
+        message(problem.check_id, **problem.params)
+        for problem in alerts.problems(database=True)
+        if problem not in static
+    ]
 
 
 @checks.register()
