@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from webhooks_app import queue, refusals
 from webhooks_app.conf import webhook_settings
@@ -147,6 +149,16 @@ def staff_session(transactional_db: None) -> dict[str, str]:
 
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "vectors.json"
+
+
+def client_with(*perms: str, staff: bool = True) -> APIClient:
+    """An API client logged in as a new user holding ``perms`` (codenames of this app's)."""
+    user = User.objects.create_user(f"u{User.objects.count()}", password="pw", is_staff=staff)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
 
 
 def load_vectors(provider: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import django
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import connections
 from django.test import Client
@@ -26,7 +26,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from rest_framework.test import APIClient
 
-from tests.conftest import ago, queued_tasks
+from tests.conftest import ago, client_with, queued_tasks
 from webhooks_app import alerts, queue, signals, tasks
 from webhooks_app.exceptions import InvalidSignature
 from webhooks_app.models import EventStatus, WebhookAlert, WebhookEvent
@@ -442,21 +442,12 @@ def test_the_command_evaluates_and_prints_the_open_alerts(settings, sink):
     assert out.getvalue() == "0 open alert(s).\n"
 
 
-def api_client(*perms: str) -> APIClient:
-    user = User.objects.create_user(f"u{User.objects.count()}", password="pw", is_staff=True)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
 def test_the_api_lists_the_open_alerts(settings, sink):
     configure(settings, [CASES["dead_events"].rule], [sink.url("/a")])
     make_events(3, EventStatus.DEAD, finished_at=ago(10))
     [alert] = alerts.evaluate()
     WebhookAlert.objects.create(rule="dying", resolved_at=timezone.now(), raised_at=ago(3600))
-    response = api_client("view_webhookevent").get(ALERTS_API)
+    response = client_with("view_webhookevent").get(ALERTS_API)
     assert response.status_code == 200
     assert response.json() == [
         {
@@ -469,7 +460,7 @@ def test_the_api_lists_the_open_alerts(settings, sink):
         }
     ]
     assert APIClient().get(ALERTS_API).status_code in (401, 403)
-    assert api_client().get(ALERTS_API).status_code == 403
+    assert client_with().get(ALERTS_API).status_code == 403
 
 
 def test_the_dashboard_and_the_admin_show_alerts(settings, sink):

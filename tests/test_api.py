@@ -7,6 +7,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from rest_framework.test import APIClient
 
+from tests.conftest import client_with
 from webhooks_app import tasks
 from webhooks_app.models import EventStatus, ProcessingControl, WebhookEvent
 
@@ -26,15 +27,6 @@ def events():
         )
         for i in range(12)
     )  # fmt: skip
-
-
-def client_with(*perms: str, staff: bool = True) -> APIClient:
-    user = User.objects.create_user(f"u{User.objects.count()}", password="pw", is_staff=staff)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def test_list_filters_and_cursor_pagination(events):

@@ -21,7 +21,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.conftest import queued_tasks
+from tests.conftest import client_with, queued_tasks
 from tests.processes import wait_until
 from tests.testapp.models import Execution
 from webhooks_app import queue, replays, tasks
@@ -363,15 +363,6 @@ def test_command_bad_filters_exit_1_with_the_message(db, args, message):
 
 
 # -- the API ---------------------------------------------------------------------------------
-
-
-def client_with(*perms: str) -> APIClient:
-    user = User.objects.create_user(f"u{User.objects.count()}", password="pw", is_staff=True)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def test_api_dry_run_then_replay_then_progress(grid):
