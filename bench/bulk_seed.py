@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
 
-from bench.common import PG_ADMIN_URL, REPO
+from bench.common import PG_ADMIN_URL, create_named_database, drop_named_database
 
 DATABASE = os.environ.get("BENCH_BULK_DATABASE", "bench_bulk")
 DATABASE_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DATABASE
@@ -60,22 +58,11 @@ TOP_UP_DAYS = 30
 
 def create_database(env: dict[str, str]) -> None:
     """``bench_bulk`` recreated and migrated (its own database: other benchmarks use theirs)."""
-    drop_database()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--run-syncdb", "-v0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-    )
+    create_named_database(DATABASE, env)
 
 
 def drop_database() -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
-        )
+    drop_named_database(DATABASE)
 
 
 def server_version() -> str:

@@ -154,6 +154,33 @@ def drop_database(leg: str) -> None:
             conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
 
 
+def create_named_database(name: str, env: dict[str, str]) -> None:
+    """PostgreSQL database ``name`` recreated empty and migrated with ``env``: for the
+    benchmarks that seed a large table of their own (bulk, replay, search, metrics)."""
+    drop_named_database(name)
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--run-syncdb", "-v0"],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
+
+
+def drop_named_database(name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
 # -- taking turns ----------------------------------------------------------------------------
 
 #: Held by every benchmark while it measures: they share the machine's cores, PostgreSQL and

@@ -49,11 +49,12 @@ from psycopg import sql
 
 from bench.common import (
     PG_ADMIN_URL,
-    REPO,
     Cluster,
     Gunicorn,
     bench_lock,
     clear_queue,
+    create_named_database,
+    drop_named_database,
     leg_env,
     terminate_on_sigterm,
 )
@@ -75,25 +76,6 @@ def progress(message: str) -> None:
 
 
 # -- database --------------------------------------------------------------------------------
-
-
-def drop_database() -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
-        )
-
-
-def create_database(env: dict[str, str]) -> None:
-    drop_database()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--run-syncdb", "-v0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-    )
 
 
 #: Row i of ``events + others`` is a selected event when ``i * events / total`` steps up: exactly
@@ -423,7 +405,7 @@ def main() -> int:
     env["DATABASE_URL"] = DATABASE_URL
     try:
         progress(f"creating {DATABASE} and seeding {args.events + args.others} events")
-        create_database(env)
+        create_named_database(DATABASE, env)
         started = time.perf_counter()
         seed(args.events, args.others)
         seed_s = time.perf_counter() - started
@@ -432,7 +414,7 @@ def main() -> int:
     finally:
         clear_queue("postgres", env)
         if not args.keep:
-            drop_database()
+            drop_named_database(DATABASE)
         shutil.rmtree(work, ignore_errors=True)
     print(table(result, seed_s, args), flush=True)
     failed = checks(result, args)

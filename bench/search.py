@@ -37,7 +37,6 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +48,16 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
-from psycopg import sql
 
-from bench.common import PG_ADMIN_URL, REPO, Gunicorn, bench_lock, leg_env, median
+from bench.common import (
+    PG_ADMIN_URL,
+    Gunicorn,
+    bench_lock,
+    create_named_database,
+    drop_named_database,
+    leg_env,
+    median,
+)
 from bench.common import terminate_on_sigterm as unwind_on_sigterm
 
 DATABASE = os.environ.get("BENCH_SEARCH_DATABASE", "bench_search")
@@ -79,25 +85,6 @@ def progress(message: str) -> None:
 
 
 # -- the database ----------------------------------------------------------------------------
-
-
-def create_database(env: dict[str, str]) -> None:
-    drop_database()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--run-syncdb", "-v0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-    )
-
-
-def drop_database() -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
-        )
 
 
 def execute(statement: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -465,7 +452,7 @@ def main() -> int:
     env["DATABASE_URL"] = DATABASE_URL
     try:
         progress(f"creating {DATABASE} and seeding {args.rows} events")
-        create_database(env)
+        create_named_database(DATABASE, env)
         seeded = seed(args.rows)
         found = searches()
         counts = {s.name: s.count() for s in found}
@@ -485,7 +472,7 @@ def main() -> int:
                   "with_index": with_index, "without_index": without_index}  # fmt: skip
     finally:
         if not args.keep:
-            drop_database()
+            drop_named_database(DATABASE)
         shutil.rmtree(work, ignore_errors=True)
     print(table(report), flush=True)
     wrong = [w for label in ("with_index", "without_index")
