@@ -4,7 +4,8 @@ Every refusal is counted per kind: ``(source, status, error code)``. The first r
 is logged at once, as one line; after that a kind gets at most one line per
 :data:`REPORT_INTERVAL` seconds, which says how many were refused since its previous line. A
 million forged requests a minute are then a handful of lines a minute instead of a million
-writes to the log, and the exact totals stay available from :func:`totals` (for metrics).
+writes to the log, and this process's exact totals stay available from :func:`totals`
+(``/webhooks/metrics/`` counts across a node's processes itself: :mod:`webhooks_app.metrics`).
 Refusals left uncounted in a line when the process exits are logged then.
 
 Never the body, never a header value: a line carries the source (escaped), the status and the
