@@ -1,7 +1,12 @@
 """Steering (contract §9) end to end: gunicorn receiving, two qcluster nodes of 2 workers each
 running, on the configured database and broker. Ordering keys, pause and resume (from the
 service, the commands, the API), and workflow limits, measured on the Span every execution of
-the test workflows records around its own run."""
+the test workflows records around its own run.
+
+Which node takes which task is the broker's choice, and a key's events or a limit's slot are
+handed on along one worker's chain: a run where one node happened to take every task that ran
+is a correct run, so the tests hold every rule whichever node ran what, and do not require
+both nodes to have run something (that would fail now and then, on nothing the app does)."""
 
 from __future__ import annotations
 
@@ -55,10 +60,6 @@ def spans_of(workflow: str) -> list[Span]:
     return list(Span.objects.filter(workflow=workflow).order_by("started_at"))
 
 
-def ran_on(node: Cluster, spans: list[Span]) -> bool:
-    return any(node.owns(span.pid) for span in spans)
-
-
 # Ordering
 
 
@@ -101,7 +102,6 @@ def test_events_of_a_key_run_one_at_a_time_in_received_order(server, nodes):
             (EventStatus.DEAD if key == "always-fails" else EventStatus.SUCCEEDED, first_attempts)
         ] + [(EventStatus.SUCCEEDED, 1)] * (per_key - 1)
     assert overlapping(spans), "no two keys ever ran at the same time"
-    assert all(ran_on(node, spans) for node in nodes)
 
 
 # Pause
@@ -168,7 +168,6 @@ def test_a_paused_source_holds_a_burst_on_two_nodes_and_runs_it_once_on_resume(s
 
     assert services.resume(ControlKind.SOURCE, "generic", by="test") == len(ids)
     released_once(ids)
-    assert all(ran_on(node, spans_of("span")) for node in nodes)
 
 
 def test_the_commands_pause_and_resume_a_workflow(server, cluster):
@@ -270,4 +269,3 @@ def test_limits_hold_across_two_nodes_and_waiting_uses_no_attempt(server, nodes)
     assert most_at_once(two) == 2  # at most the limit, and the limit is used
     # +1: a start delayed by a few milliseconds can share a window with the next second's.
     assert busiest_window([span.started_at for span in rate]) <= 5 + 1
-    assert all(ran_on(node, one + two + rate) for node in nodes)
