@@ -16,6 +16,7 @@ from webhooks_app.schemes import (
     Delivery,
     InboundRequest,
     Scheme,
+    builtin_scheme_names,
     get_scheme,
     register_scheme,
     scheme_names,
@@ -137,3 +138,21 @@ def test_a_declared_hmac_scheme_signs_verifies_and_never_stores_its_signature():
     for forged in ({**headers, "X-Stamped-At": "1001"}, {**headers, "X-Stamped": digest}):
         with pytest.raises(InvalidSignature):
             verify(forged)
+
+
+#: The schemes whose provider generates the secret (the admin says "paste it with Add secret");
+#: for the others the admin generates it ("Rotate secret") and you paste it at the provider.
+SECRET_FROM_PROVIDER = {"stripe", "slack", "shopify", "whatsapp", "twilio", "standard"}
+
+
+@pytest.mark.parametrize("name", sorted(builtin_scheme_names()))
+def test_every_built_in_scheme_has_a_recipe_the_admin_can_format(name):
+    recipe = get_scheme(name).recipe
+    assert recipe.count("{url}") == 1
+    url = "https://x.example/webhooks/s/"
+    assert url in recipe.format(url=url)  # also: no other placeholders to trip format()
+
+
+def test_exactly_the_providers_that_generate_secrets_say_so():
+    generating = {name for name in builtin_scheme_names() if get_scheme(name).secret_from_provider}
+    assert generating == SECRET_FROM_PROVIDER

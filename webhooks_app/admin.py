@@ -1,5 +1,6 @@
 """A read-only audit log of received events, with replay and purge, the processing controls
-(pause and resume a source or a workflow), and the read-only history of alerts.
+(pause and resume a source or a workflow), and the read-only history of alerts. The sources'
+pages are :mod:`webhooks_app.source_admin`, registered here.
 
 Both actions call the same service functions as the commands and the API, need POST with a
 CSRF token (Django admin actions) and their permission: *replay* the change permission, *purge*
@@ -58,7 +59,9 @@ from webhooks_app.models import (
     WebhookAlert,
     WebhookEvent,
     WebhookReplay,
+    WebhookSource,
 )
+from webhooks_app.source_admin import WebhookSourceAdmin
 from webhooks_app.templatetags.webhooks_format import human_duration, last_error, local_time
 
 
@@ -804,3 +807,6 @@ class WebhookReplayAdmin(SeenWithTheEvents):
         else:
             self.message_user(request, f"Replay {pk} is {replay.state}: nothing to cancel.")
         return HttpResponseRedirect(reverse("admin:webhooks_app_webhookreplay_change", args=[pk]))
+
+
+admin.site.register(WebhookSource, WebhookSourceAdmin)

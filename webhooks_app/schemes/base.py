@@ -81,6 +81,14 @@ class Scheme(ABC):
     stored_headers: ClassVar[frozenset[str]] = frozenset()
     #: Whether ``verify`` reads ``request.url`` (Twilio signs it); others get ``""``.
     signs_url: ClassVar[bool] = False
+    #: What to enter where at the provider, for the admin's source page: one or two sentences
+    #: with ``{url}`` exactly once, for the URL to give the sender. The admin calls
+    #: ``recipe.format(url=...)``, so the text has no other braces. "": the admin says
+    #: something general instead.
+    recipe: ClassVar[str] = ""
+    #: Whether the provider generates the secret and shows it to you (Stripe's ``whsec_``), so
+    #: it is pasted here; ``False``: you choose it here and paste it at the provider (GitHub).
+    secret_from_provider: ClassVar[bool] = False
 
     @abstractmethod
     def verify(

@@ -25,6 +25,12 @@ class GenericScheme(HmacHeaderScheme):
     missing_detail = "Send the X-Webhook-Signature header: sha256=<hex HMAC-SHA256>."
     id_header = "X-Webhook-ID"
     stored_headers: ClassVar[frozenset[str]] = frozenset({id_header.lower()})
+    recipe: ClassVar[str] = (
+        "Your sender POSTs JSON to {url}, signed with this source's secret: X-Webhook-Signature:"
+        " sha256=<hex HMAC-SHA256 of the raw body>; the body names the workflow"
+        " (workflow_name, inputs)."
+    )
+    secret_from_provider: ClassVar[bool] = False
 
     def parse(self, request: InboundRequest) -> Delivery:
         body = parse_json_object(request.body)

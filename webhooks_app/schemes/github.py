@@ -56,6 +56,11 @@ class GitHubScheme(HmacHeaderScheme):
     media_types: ClassVar[frozenset[str]] = frozenset({"application/json", FORM_MEDIA_TYPE})
     #: Besides ``signature_header``: the SHA-1 one, never stored though never accepted.
     signature_headers: ClassVar[frozenset[str]] = frozenset({LEGACY_SIGNATURE_HEADER})
+    recipe: ClassVar[str] = (
+        "Repository or organisation → Settings → Webhooks → Add webhook: Payload URL {url},"
+        " content type JSON, Secret: this source's secret."
+    )
+    secret_from_provider: ClassVar[bool] = False
     stored_headers: ClassVar[frozenset[str]] = frozenset(
         {
             EVENT_HEADER,

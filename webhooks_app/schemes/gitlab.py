@@ -80,6 +80,12 @@ class GitLabScheme(SharedTokenScheme):
     missing_detail: ClassVar[str] = (
         "Send X-Gitlab-Token (set a secret token on the GitLab webhook)."
     )
+    recipe: ClassVar[str] = (
+        "Project → Settings → Webhooks: URL {url}, Secret token: this source's secret. If your"
+        " GitLab offers a signing token (whsec_…), add it here too: the signature then becomes"
+        " required."
+    )
+    secret_from_provider: ClassVar[bool] = False
 
     def verify(
         self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int

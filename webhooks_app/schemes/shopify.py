@@ -74,6 +74,12 @@ class ShopifyScheme(Scheme):
     stored_headers: ClassVar[frozenset[str]] = frozenset(
         header for name in (WEBHOOK_ID, TOPIC, *METADATA) for header in spellings(name)
     )
+    recipe: ClassVar[str] = (
+        "Subscribe the webhook (app configuration or Admin API) with URL {url}. Shopify signs"
+        " with the app's client secret: after rotating it, keep the old one here for up to an"
+        " hour."
+    )
+    secret_from_provider: ClassVar[bool] = True
 
     def verify(
         self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int

@@ -75,6 +75,12 @@ class SlackScheme(HmacHeaderScheme):
     stored_headers: ClassVar[frozenset[str]] = frozenset(
         {timestamp_header.lower(), "x-slack-retry-num", "x-slack-retry-reason"}
     )
+    recipe: ClassVar[str] = (
+        "App settings → Basic Information → Signing Secret: this source's secret; Event"
+        " Subscriptions → Request URL {url} (its url_verification challenge is answered"
+        " automatically). Slash commands and interactivity can use the same URL."
+    )
+    secret_from_provider: ClassVar[bool] = True
 
     def signed_content(self, body: bytes, timestamp: str) -> bytes:
         """Slack's base string, ``v0:{timestamp}:{raw body}``."""

@@ -198,6 +198,11 @@ class StandardWebhooksScheme(Scheme):
     stored_headers: ClassVar[frozenset[str]] = frozenset(
         {WEBHOOK_HEADERS.id, WEBHOOK_HEADERS.timestamp, SVIX_HEADERS.id, SVIX_HEADERS.timestamp}
     )
+    recipe: ClassVar[str] = (
+        "In the sender's dashboard (Svix, Clerk, Resend…), add an endpoint with URL {url}; its"
+        " signing secret (whsec_…) or Ed25519 public key (whpk_…) is this source's secret."
+    )
+    secret_from_provider: ClassVar[bool] = True
 
     def verify(
         self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int

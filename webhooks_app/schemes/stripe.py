@@ -67,6 +67,12 @@ class StripeScheme(Scheme):
     """Stripe webhook endpoints (``Stripe-Signature``, hex HMAC-SHA256 over ``t.body``)."""
 
     signature_headers: ClassVar[frozenset[str]] = frozenset({SIGNATURE_HEADER})
+    recipe: ClassVar[str] = (
+        "Dashboard → Developers → Webhooks → Add endpoint {url}; the endpoint's signing secret"
+        " (whsec_…) is this source's secret, used exactly as shown. While rolling it, keep both"
+        " here."
+    )
+    secret_from_provider: ClassVar[bool] = True
 
     def verify(
         self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int

@@ -41,6 +41,11 @@ class TelegramScheme(SharedTokenScheme):
     missing_detail: ClassVar[str] = (
         "Send X-Telegram-Bot-Api-Secret-Token (setWebhook's secret_token)."
     )
+    recipe: ClassVar[str] = (
+        "Call the Bot API's setWebhook with url={url} and secret_token=this source's secret"
+        " (1 to 256 characters: A-Z a-z 0-9 _ -). One source per bot."
+    )
+    secret_from_provider: ClassVar[bool] = False
 
     def parse(self, request: InboundRequest) -> Delivery:
         update = parse_json_object(request.body)

@@ -224,6 +224,12 @@ class TwilioScheme(Scheme):
     signature_headers: ClassVar[frozenset[str]] = frozenset({SIGNATURE_HEADER})
     stored_headers: ClassVar[frozenset[str]] = frozenset({IDEMPOTENCY_HEADER})
     signs_url: ClassVar[bool] = True
+    recipe: ClassVar[str] = (
+        "In the Twilio console, set the webhook URL to {url}, exactly the URL Twilio calls:"
+        " Twilio signs it, so behind a proxy set the source's PUBLIC_URL to it. The secret is"
+        " the account's primary Auth Token."
+    )
+    secret_from_provider: ClassVar[bool] = True
 
     def verify(
         self, request: InboundRequest, secrets: Sequence[str], *, now: float, tolerance: int

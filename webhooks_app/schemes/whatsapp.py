@@ -60,6 +60,11 @@ class WhatsAppScheme(HmacHeaderScheme):
     missing_detail = "Send X-Hub-Signature-256 (sha256=<hex HMAC-SHA256 with the App Secret>)."
     # No id_header: a delivery's id comes from the message ids in the body.
     signature_headers: ClassVar[frozenset[str]] = frozenset({LEGACY_SIGNATURE_HEADER})
+    recipe: ClassVar[str] = (
+        "Meta App → WhatsApp → Configuration → Callback URL {url}, Verify token: the source's"
+        " VERIFY_TOKEN. Meta signs with the App Secret: that is this source's secret."
+    )
+    secret_from_provider: ClassVar[bool] = True
 
     def handshake(self, request: InboundRequest, verify_token: str) -> str:
         if not verify_token:
