@@ -271,3 +271,29 @@ def manage_py(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
         text=True,
         timeout=60,
     )
+
+
+#: Consecutive answers that must all agree: with 2 workers taking new connections as the kernel
+#: hands them out, a worker still serving its old copy would break a run of this length.
+STREAK = 12
+#: Contract §12: a change to a source takes effect in every process within 5 seconds.
+WITHIN = 5.0
+
+
+def settled(server: Server, expect: Any, deliveries: Any, source: str = "acme") -> float:
+    """Seconds until ``STREAK`` deliveries in a row to ``/webhooks/<source>/`` (each from
+    ``deliveries()``, a new one: body and headers) get an answer ``expect(status, body)``
+    accepts; fails after twice :data:`WITHIN`."""
+    started = time.monotonic()
+    streak_began, streak = started, 0
+    while streak < STREAK:
+        assert time.monotonic() - started < 2 * WITHIN, "the servers never agreed"
+        body, headers = deliveries()
+        status, answer, _ = server.request("POST", f"/webhooks/{source}/", body, headers)
+        if expect(status, answer):
+            streak_began = streak_began if streak else time.monotonic()
+            streak += 1
+        else:
+            streak = 0
+            time.sleep(0.05)
+    return streak_began - started

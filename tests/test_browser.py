@@ -1,7 +1,8 @@
 """The operator's path in a real browser (Playwright driving Debian's Chromium) against real
 gunicorn + qcluster processes: log in, filter to dead events, open one (its summary, its
 attempts as a table, no *Delete*), replay it from its page and see it succeed, purge through the
-confirmation page, open the dashboard and see its charts' axes.
+confirmation page, open the dashboard and see its charts' axes; add a source with its secret
+and rotate it.
 
 Screenshots of the list, a dead and a succeeded event and the dashboard, at 1280 and 1920 px,
 go to var/screenshots/ (the README shows copies from project/screenshots/).
@@ -9,6 +10,7 @@ go to var/screenshots/ (the README shows copies from project/screenshots/).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from django.contrib.auth.models import User
 from django.db import connections
 
 from tests.conftest import envelope, sign
-from tests.processes import REPO, wait_until
+from tests.processes import REPO, WITHIN, settled, wait_until
 from webhooks_app.models import EventStatus, WebhookEvent
 
 pytestmark = pytest.mark.process
@@ -207,3 +209,63 @@ def test_operator_replays_all_matching_events_through_the_confirmation_page(
         WebhookEvent.objects.filter(status=EventStatus.SUCCEEDED).values_list("source", flat=True)
     ) == {"generic"}
     assert WebhookEvent.objects.get(source="github").status == EventStatus.DEAD
+
+
+def test_operator_adds_a_source_and_rotates_its_secret(server, browser, monkeypatch):
+    """A new sender, without a deploy: the source is created in the admin with the provider's
+    secret, and both gunicorn workers verify its deliveries within 5 s; *Rotate secret* shows
+    the new value once, and it verifies beside the old one."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    User.objects.create_superuser("ops", "ops@example.com", "ops-password")
+    base = f"http://127.0.0.1:{server.port}"
+    pasted = "whsec-from-the-provider-0123456789abcdef"
+    counter = iter(range(10**6))
+
+    def signed_with(secret: str) -> Callable[[], tuple[bytes, dict[str, str]]]:
+        def delivery() -> tuple[bytes, dict[str, str]]:
+            body = envelope("record", f"tenant-{next(counter)}")
+            return body, {
+                "Content-Type": "application/json",
+                "X-Webhook-Signature": sign(body, secret),
+            }
+
+        return delivery
+
+    accepted = lambda status, body: status == 202  # noqa: E731
+    page = logged_in(browser, base)
+    page.goto(f"{base}/admin/webhooks_app/webhooksource/")
+    assert page.locator("#settings-sources").get_by_role("link", name="github").count() == 1
+    page.get_by_role("link", name="Add webhook source").click()
+    page.fill("#id_name", "tenant-7")
+    page.select_option("#id_scheme", "generic")
+    page.fill("#id_secret", pasted)
+    page.fill("#id_secret_label", "from the provider")
+    page.get_by_role("button", name="Save and continue editing").click()
+    page.wait_for_selector("#source-provider")
+    assert page.locator("#source-url").inner_text() == f"{base}/webhooks/tenant-7/"
+    assert page.locator("#source-state").inner_text() == "served"
+    assert pasted not in page.content()
+    assert settled(server, accepted, signed_with(pasted), "tenant-7") < WITHIN
+    shoot(page, "source-detail")
+
+    page.get_by_role("link", name="Rotate secret").click()
+    page.select_option("#id_grace", "1h")
+    page.get_by_role("button", name="Rotate secret").click()
+    rotated = page.locator("#new-secret").input_value()
+    assert len(rotated) >= 40 and rotated != pasted
+    assert settled(server, accepted, signed_with(rotated), "tenant-7") < WITHIN
+    assert settled(server, accepted, signed_with(pasted), "tenant-7") < WITHIN  # the grace
+    page.get_by_role("link", name="Back to tenant-7").click()
+    page.wait_for_selector("#source-provider")
+    assert rotated not in page.content() and page.locator("td.field-fingerprint").count() == 2
+    from playwright.sync_api import Error as PlaywrightError
+
+    with pytest.raises(PlaywrightError, match="ERR_CACHE_MISS"):
+        page.go_back()  # no-store: Back finds no copy of the page that showed the value
+    page.wait_for_url("chrome-error://**")  # the browser's "Confirm form resubmission"
+
+    page.goto(f"{base}/admin/webhooks_app/webhooksource/")
+    row = page.locator("#result_list tbody tr", has_text="tenant-7")
+    assert "served" in row.inner_text() and "2" in row.locator("td.field-secrets").inner_text()
+    shoot(page, "source-list")

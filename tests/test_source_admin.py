@@ -121,10 +121,11 @@ def test_the_list_shows_database_and_settings_sources_with_their_activity(admin_
     html = page(admin_client, LIST)
     # After the action checkbox: name, then scheme, state, paused, secrets, 24 h, last delivery.
     rows = {cells[1]: cells[2:] for cells in table(html, "result_list")}
-    assert rows["acme"][:5] == ["generic", "served", "True", "1", "2 (1 failed)"]
-    assert rows["quiet"][1:] == ["served", "False", "1", "none", "more than 24 h ago"]
-    assert rows["off"][1:] == ["disabled: deliveries get 404", "False", "0", "none", "never"]
+    assert rows["acme"][:5] == ["generic", "served", "paused", "1", "2 (1 failed)"]
+    assert rows["quiet"][1:6] == ["served", "no", "1", "none", "more than 24 h ago"]
+    assert rows["off"][1:6] == ["disabled: deliveries get 404", "no", "0", "none", "never"]
     assert rows["generic"][1] == "shadowed: the settings source of this name answers"
+    assert rows["acme"][-1] == "http://testserver/webhooks/acme/"
     settings_rows = {cells[0]: cells[1:] for cells in table(html, "settings-sources")}
     assert settings_rows["github"][0] == "github" and settings_rows["github"][1] == "served"
     assert settings_rows["github"][-1] == "http://testserver/webhooks/github/"

@@ -26,6 +26,7 @@ from django.views.debug import ExceptionReporter
 from rest_framework.test import APIClient
 
 from tests.conftest import envelope, sign
+from tests.processes import STREAK, WITHIN, settled
 from webhooks_app import alerts, checks, crypto, services, sources, tasks
 from webhooks_app.checks import message
 from webhooks_app.models import (
@@ -612,30 +613,6 @@ def test_the_new_check_messages():
 
 
 # -- across processes: a real gunicorn with 2 workers ---------------------------------------
-
-#: Consecutive answers that must all agree: with 2 workers taking new connections as the kernel
-#: hands them out, a worker still serving its old copy would break a run of this length.
-STREAK = 12
-#: Contract §12: a change takes effect in every process within 5 seconds.
-WITHIN = 5.0
-
-
-def settled(server: Any, expect: Any, deliveries: Any) -> float:
-    """Seconds until ``STREAK`` deliveries in a row (each from ``deliveries()``, a new one) get
-    the answer ``expect(status, body)`` accepts; fails after twice :data:`WITHIN`."""
-    started = time.monotonic()
-    streak_began, streak = started, 0
-    while streak < STREAK:
-        assert time.monotonic() - started < 2 * WITHIN, "the servers never agreed"
-        body, headers = deliveries()
-        status, answer, _ = server.request("POST", "/webhooks/acme/", body, headers)
-        if expect(status, answer):
-            streak_began = streak_began if streak else time.monotonic()
-            streak += 1
-        else:
-            streak = 0
-            time.sleep(0.05)
-    return streak_began - started
 
 
 @pytest.mark.process

@@ -30,6 +30,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from webhooks_app import dashboard, source_validation
@@ -87,7 +88,7 @@ class SourceForm(forms.ModelForm):
         model = WebhookSource
         fields = ["name", "scheme", "enabled", "routes", "options"]
         help_texts = {
-            "name": "The URL segment: the sender posts to /webhooks/<name>/.",
+            "name": "The URL segment: the sender posts to /webhooks/this-name/.",
             "routes": 'Event type to workflow, "*" for every other type: {"push": "deploy"}.',
             "options": (
                 "Optional, as in WEBHOOKS['SOURCES']: ORDER_KEY, TIMESTAMP_TOLERANCE, "
@@ -185,6 +186,10 @@ class SourceRow:
     secrets: int
     activity: dashboard.SourceActivity
     url: str
+
+    @property
+    def paused_shown(self) -> str:
+        return "paused" if self.paused else "no"
 
     @property
     def activity_shown(self) -> str:
@@ -300,8 +305,9 @@ class SecretInline(admin.TabularInline):
 class WebhookSourceAdmin(admin.ModelAdmin):
     """The senders configured in the database, beside the settings ones (read-only)."""
 
-    list_display = ["name", "scheme", "state", "paused", "secrets", "last_24h", "last_delivery"]
-    list_filter = ["enabled", "scheme"]
+    list_display = [
+        "name", "scheme", "state", "paused", "secrets", "last_24h", "last_delivery", "url",
+    ]  # fmt: skip
     search_fields = ["name"]
     inlines = [SecretInline]
     change_list_template = "admin/webhooks_app/webhooksource/change_list.html"
@@ -336,9 +342,9 @@ class WebhookSourceAdmin(admin.ModelAdmin):
     def state(self, obj: WebhookSource) -> str:
         return obj.row.state  # type: ignore[attr-defined]
 
-    @admin.display(description="paused", boolean=True)
-    def paused(self, obj: WebhookSource) -> bool:
-        return obj.row.paused  # type: ignore[attr-defined]
+    @admin.display(description="paused")
+    def paused(self, obj: WebhookSource) -> str:
+        return obj.row.paused_shown  # type: ignore[attr-defined]
 
     @admin.display(description="valid secrets")
     def secrets(self, obj: WebhookSource) -> int:
@@ -351,6 +357,10 @@ class WebhookSourceAdmin(admin.ModelAdmin):
     @admin.display(description="last delivery")
     def last_delivery(self, obj: WebhookSource) -> str:
         return obj.row.last_shown  # type: ignore[attr-defined]
+
+    @admin.display(description="URL to give the sender")
+    def url(self, obj: WebhookSource) -> str:
+        return format_html("<code>{}</code>", obj.row.url)  # type: ignore[attr-defined]
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         """The database sources, then the settings sources, read-only."""
@@ -447,7 +457,7 @@ class WebhookSourceAdmin(admin.ModelAdmin):
                 messages.SUCCESS,
             )
             return self._back_to(source)
-        return self._page(request, "add_secret.html", source, form=form, title="Add a secret")
+        return self._page(request, "add_secret.html", source, form=form, title="Add secret")
 
     @sensitive_variables()
     def rotate_secret_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -471,9 +481,7 @@ class WebhookSourceAdmin(admin.ModelAdmin):
                 grace=GRACE_LABELS[form.cleaned_data["grace"]],
                 ends=timezone.now() + grace if grace else None,
             )
-        return self._page(
-            request, "rotate_secret.html", source, form=form, title="Rotate the secret"
-        )
+        return self._page(request, "rotate_secret.html", source, form=form, title="Rotate secret")
 
     def settings_source_view(self, request: HttpRequest, name: str) -> HttpResponse:
         """A settings source, read-only: what its settings say (never its secrets), the URL
