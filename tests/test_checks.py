@@ -350,7 +350,8 @@ def test_an_unloadable_order_key_function_is_an_error(spec, error):
         "SCHEME": "generic", "SECRETS": [settings.SECRET_A], "ORDER_KEY": spec,
     }}  # fmt: skip
     with override_settings(WEBHOOKS={**settings.WEBHOOKS, "SOURCES": sources}):
-        assert run_checks() == [message("E010", source="ordered", spec=spec, error=error)]
+        setting = "WEBHOOKS['SOURCES']['ordered']['ORDER_KEY']"
+        assert run_checks() == [message("E010", setting=setting, spec=spec, error=error)]
 
 
 def test_unimportable_workflow_path():

@@ -27,7 +27,7 @@ from rest_framework.test import APIClient
 
 from tests.conftest import envelope, sign
 from tests.processes import STREAK, WITHIN, settled
-from webhooks_app import alerts, checks, crypto, services, sources, tasks
+from webhooks_app import alerts, checks, crypto, ordering, services, sources, tasks
 from webhooks_app.checks import message
 from webhooks_app.models import (
     EventStatus,
@@ -569,6 +569,26 @@ def test_a_route_to_a_workflow_that_went_away_is_reported(monkeypatch):
     sources.forget()
     assert checks.check_database_sources(databases=DB) == [
         message("E002", source=source.name, event="push", workflow="record")
+    ]
+
+
+def order_key_of(payload: dict[str, Any], event_type: str) -> str:
+    return str(payload.get("customer"))
+
+
+def test_an_order_key_function_that_went_away_is_reported_as_the_database_option(monkeypatch):
+    source = make_source(options={"ORDER_KEY": "tests.test_sources:order_key_of"})
+    monkeypatch.delitem(globals(), "order_key_of")  # a deploy removed it: a new process
+    ordering.load_function.cache_clear()
+    sources.forget()
+    error = "module 'tests.test_sources' has no attribute 'order_key_of'"
+    assert checks.check_database_sources(databases=DB) == [
+        message(
+            "E010",
+            setting=f"The ORDER_KEY option of the database source {source.name!r}",
+            spec="tests.test_sources:order_key_of",
+            error=error,
+        )
     ]
 
 

@@ -122,7 +122,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "concurrency=…, rate=…).",
     ),
     "E010": (
-        "WEBHOOKS['SOURCES'][{source!r}]['ORDER_KEY'] = {spec!r} cannot be loaded: {error}.",
+        "{setting} = {spec!r} cannot be loaded: {error}.",
         "Give 'module.path:function' of a callable taking (payload, event_type) and returning "
         "a string or None, or a dotted path into the payload such as 'data.object.customer'.",
     ),
@@ -324,7 +324,12 @@ def source_problems(source: SourceConfig, known_schemes: set[str]) -> list[check
         try:
             ordering.load_function(source.order_key)
         except (ImportError, AttributeError, TypeError, ValueError) as exc:
-            found.append(message("E010", source=source.name, spec=source.order_key, error=exc))
+            setting = (
+                f"The ORDER_KEY option of the database source {source.name!r}"
+                if source.stored
+                else f"WEBHOOKS['SOURCES'][{source.name!r}]['ORDER_KEY']"
+            )
+            found.append(message("E010", setting=setting, spec=source.order_key, error=exc))
     if missing_secret(source) and source.stored:
         found.append(message("W012", source=source.name))
     elif missing_secret(source):
