@@ -133,3 +133,72 @@ def test_a_failure_on_a_live_connection_is_not_retried():
     with transaction.atomic(), pytest.raises(OperationalError):
         sql.retrying_lost_connection(failing)  # inside a transaction: never
     assert calls == [1, 1]
+
+
+# -- prepared statements: the lifecycle's, planned once per connection on PostgreSQL ----------
+
+on_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+)
+
+
+def prepared_like(fragment: str) -> int:
+    """How many statements this connection holds prepared whose text contains ``fragment``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [f"%{fragment}%"]
+        )
+        return cursor.fetchone()[0]
+
+
+@on_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_attempts_statements_are_planned_once_per_connection():
+    connection.close()  # a new session: nothing prepared yet
+    tasks.process_event(make_event("first").pk)
+    claims, finishes = prepared_like("SET \"status\" = 'running'"), prepared_like("unflushed")
+    assert claims == 1 and finishes >= 1
+    for n in range(5):
+        assert tasks.process_event(make_event(f"then-{n}").pk) == "succeeded"
+    assert (prepared_like("SET \"status\" = 'running'"), prepared_like("unflushed")) == (
+        claims,
+        finishes,
+    )
+
+
+@on_postgres
+def test_only_the_prepared_cursor_prepares(monkeypatch):
+    for _ in range(10):  # Django's own cursors: as many times as psycopg's default threshold
+        with sql.prepared_cursor(connection), connection.cursor() as cursor:
+            cursor.execute("SELECT 1 AS webhooks_by_django")
+    assert prepared_like("webhooks_by_django") == 0
+    with sql.prepared_cursor(connection) as cursor:
+        cursor.execute("SELECT 1 AS webhooks_by_the_app")
+    assert prepared_like("webhooks_by_the_app") == 1
+    # Behind a transaction-pooling PgBouncer, Django is told DISABLE_SERVER_SIDE_CURSORS.
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    with sql.prepared_cursor(connection) as cursor:
+        cursor.execute("SELECT 1 AS webhooks_behind_a_pooler")
+    assert prepared_like("webhooks_behind_a_pooler") == 0
+
+
+def test_the_prepared_cursor_goes_through_djangos_wrapper():
+    """Execute wrappers (the fault tests use them) see its statements; the query log, when
+    Django keeps one, shows them with their values, as any other."""
+    from django.test.utils import CaptureQueriesContext
+
+    seen = []
+
+    def wrapper(execute, sql_text, params, many, context):
+        seen.append(sql_text)
+        return execute(sql_text, params, many, context)
+
+    with connection.execute_wrapper(wrapper), sql.prepared_cursor(connection) as cursor:
+        cursor.execute("SELECT %s AS webhooks_wrapped", [7])
+        assert cursor.fetchone() == (7,)
+    assert seen == ["SELECT %s AS webhooks_wrapped"]
+    if connection.vendor == "postgresql":
+        assert prepared_like("webhooks_wrapped") == 1
+    with CaptureQueriesContext(connection) as logged, sql.prepared_cursor(connection) as cursor:
+        cursor.execute("SELECT %s AS webhooks_logged", [7])
+    assert [query["sql"] for query in logged.captured_queries] == ["SELECT 7 AS webhooks_logged"]

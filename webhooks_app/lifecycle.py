@@ -179,7 +179,7 @@ def _claim(event_id: int, now: datetime, exclude: Iterable[str] = ()) -> Webhook
     excluded = sorted(exclude)
     returning = sql.supports_returning(connection.vendor)
     params = [_adapt(now), _adapt(now + lease_duration()), event_id, _adapt(now), *excluded]
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor(connection) as cursor:
         cursor.execute(_claim_statement(connection.vendor, len(excluded), returning), params)
         if returning:
             row = cursor.fetchone()
@@ -205,7 +205,7 @@ def _claim_refused(
     event_id: int, now: datetime, limited: frozenset[str], *, marked: bool
 ) -> WebhookEvent | None:
     """Why the claim refused event ``event_id``, and what follows from it."""
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(
             _refusal_statement(_connection().vendor), [_adapt(now), _adapt(now), event_id]
         )
@@ -248,7 +248,7 @@ def _mark_waiting(
     event_id: int, reason: str, now: datetime, *, until: datetime | None = None
 ) -> bool:
     """Record why a due, unpaused event waits (and, for a rate, its start time)."""
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(
             _mark_statement(_connection().vendor), [reason, _adapt(until), event_id, _adapt(now)]
         )
@@ -409,7 +409,7 @@ def _finish(event: WebhookEvent, **fields: Any) -> bool:
         setattr(event, name, value)
     connection = _connection()
     values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in FINISH_FIELDS]
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor(connection) as cursor:
         cursor.execute(_finish_statement(connection.vendor), [*values, event.pk, event.attempts])
         return bool(cursor.rowcount)
 
@@ -583,7 +583,7 @@ def _next_of_key_statement(vendor: str) -> str:
 
 
 def _next_of_key(source: str, key: str, *, take: bool) -> WebhookEvent | None:
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(
             _next_of_key_statement(_connection().vendor), [source, key, _adapt(timezone.now())]
         )
@@ -633,7 +633,7 @@ def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
 
 
 def _waiting_for_slot(workflow: str) -> int | None:
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(
             _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
         )
@@ -671,7 +671,7 @@ def renew_leases(held: dict[int, int], now: datetime) -> list[int]:
     events whose lease was no longer theirs to renew (finished meanwhile, or taken back)."""
     until = _adapt(now + lease_duration())
     lost = []
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         for event_id, attempts in held.items():
             cursor.execute(_renew_statement(_connection().vendor), [until, event_id, attempts])
             if not cursor.rowcount:
@@ -731,7 +731,7 @@ def take_back(event_id: int, now: datetime, *, enqueue: bool = True) -> str | No
         _adapt(now),
     ]
     with transaction.atomic():
-        with connection.cursor() as cursor:
+        with sql.prepared_cursor(connection) as cursor:
             cursor.execute(_take_back_statement(connection.vendor), params)
             taken = bool(cursor.rowcount)
         if taken and enqueue and not out_of_attempts:
@@ -760,7 +760,7 @@ def _lapsed_statement(vendor: str) -> str:
 
 
 def lapsed_events(now: datetime, limit: int = RECOVERY_BATCH) -> list[int]:
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(_lapsed_statement(_connection().vendor), [_adapt(now), limit])
         return [row[0] for row in cursor.fetchall()]
 
@@ -792,7 +792,7 @@ def _stranded_statement(vendor: str, status: str) -> str:
 
 
 def stranded_events(status: str, cutoff: datetime) -> list[int]:
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(
             _stranded_statement(_connection().vendor, status), [_adapt(cutoff), RECOVERY_BATCH]
         )
@@ -893,7 +893,7 @@ def waiting_reason(event: WebhookEvent) -> str | None:
     it back (it is queued, or waits for its retry time)."""
     if event.status not in (EventStatus.PENDING, EventStatus.FAILED):
         return None
-    with _connection().cursor() as cursor:
+    with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(_reason_statement(_connection().vendor), [event.pk])
         row = cursor.fetchone()
     if row is None:
