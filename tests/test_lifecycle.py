@@ -234,6 +234,25 @@ def test_concurrency_limit_refuses_and_hands_the_slot_on(statements):
     assert lifecycle.claim(events[3].pk, timezone.now()) is None
 
 
+def test_the_running_count_reads_only_what_runs_now():
+    """A concurrency limit counts running attempts at each claim: by the partial index of
+    running events, not by every event of the workflow nor by every one that ever ran."""
+    from django.db import connection
+
+    make_event("done", workflow_name="two_at_a_time", status=EventStatus.SUCCEEDED)
+    make_event("running", workflow_name="two_at_a_time", status=EventStatus.RUNNING)
+    make_event("other", workflow_name="record", status=EventStatus.RUNNING)
+    assert lifecycle._running("two_at_a_time") == 1
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a table this small would be read whole
+        statement = lifecycle._running_statement(connection.vendor)
+        cursor.execute(f"EXPLAIN {statement}", ["two_at_a_time"])
+        plan = " ".join(row[0] for row in cursor.fetchall())
+    assert "webhooks_ev_running_idx" in plan, plan
+
+
 def test_rate_limit_holds_a_window_and_defers_without_an_attempt(statements):
     events = [limited(str(n), "five_per_second") for n in range(7)]
     now = timezone.now()

@@ -324,7 +324,10 @@ def _lock_workflow(workflow: str, *, read: bool) -> ProcessingControl | None:
     """Lock the workflow's control row (created on first use) until the transaction ends, and
     return it if ``read``. On SQLite the lock is the write transaction itself (``IMMEDIATE``:
     one at a time), so the row is only read when it is wanted."""
-    if not read and not _connection().features.has_select_for_update:
+    if not read:
+        if _connection().features.has_select_for_update and not _locked(workflow):
+            ProcessingControl.objects.get_or_create(kind=ControlKind.WORKFLOW, name=workflow)
+            _locked(workflow)
         return None
     locked = ProcessingControl.objects.select_for_update()
     try:
@@ -334,8 +337,36 @@ def _lock_workflow(workflow: str, *, read: bool) -> ProcessingControl | None:
         return locked.get(kind=ControlKind.WORKFLOW, name=workflow)
 
 
+@functools.cache
+def _lock_statement(vendor: str) -> str:
+    """Lock a workflow's control row. Parameters: the workflow."""
+    return (
+        f"SELECT 1 FROM {_controls_table()} WHERE {sql.quote('kind')} = "  # noqa: S608
+        f"'{ControlKind.WORKFLOW.value}' AND {sql.quote('name')} = %s FOR UPDATE"
+    )
+
+
+def _locked(workflow: str) -> bool:
+    """Lock the workflow's control row; False when it has none yet."""
+    with sql.prepared_cursor(_connection()) as cursor:
+        cursor.execute(_lock_statement(_connection().vendor), [workflow])
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _running_statement(vendor: str) -> str:
+    """The workflow's running attempts, by the partial index of running events. Parameters:
+    the workflow."""
+    return (
+        f"SELECT COUNT(*) FROM {sql.table()} WHERE {sql.quote('workflow_name')} = %s "  # noqa: S608
+        f"AND {sql.quote('status')} = '{RUNNING}'"
+    )
+
+
 def _running(workflow: str) -> int:
-    return WebhookEvent.objects.filter(workflow_name=workflow, status=RUNNING).count()
+    with sql.prepared_cursor(_connection()) as cursor:
+        cursor.execute(_running_statement(_connection().vendor), [workflow])
+        return int(cursor.fetchone()[0])
 
 
 # Outcomes

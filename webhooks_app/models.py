@@ -109,6 +109,15 @@ class WebhookEvent(models.Model):
                 name="webhooks_ev_waiting_slot_idx",
                 condition=models.Q(waiting_for="concurrency"),
             ),
+            # The running attempts of a workflow, which a concurrency limit counts at every
+            # claim: only what runs now is in it. Without it the count read every event of the
+            # workflow, or every one that ever ran (the status index keeps an entry for each
+            # past state until vacuum), and grew with the table.
+            models.Index(
+                fields=["workflow_name"],
+                name="webhooks_ev_running_idx",
+                condition=models.Q(status=EventStatus.RUNNING),
+            ),
         ]
 
     def __str__(self) -> str:
