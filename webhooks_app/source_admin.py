@@ -5,9 +5,9 @@ and *Rotate secret*.
 A secret is write-only here. The forms that take one (*Add secret*, the new source's optional
 first secret) use a password input that never renders its value back, and their views mark the
 field sensitive, so Django's error reports show stars. *Rotate secret* generates the new value
-and shows it once, in the response to its POST (``no-store``, as every admin page): not in a message (those
-live in the session or a cookie) and not on any page one can come back to. After that, every
-page shows a secret's label and fingerprint only.
+and shows it once, in the response to its POST (``no-store``, as every admin page): not in a
+message (those live in the session or a cookie) and not on any page one can come back to.
+After that, every page shows a secret's label and fingerprint only.
 
 The list shows each source's activity over the last 24 hours (:func:`dashboard.source_activity`,
 one grouped query plus an index probe for the quiet ones) and its pause state; the changes
@@ -33,7 +33,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from webhooks_app import dashboard, source_validation
+from webhooks_app import checks, dashboard, source_validation
 from webhooks_app.conf import SourceConfig, webhook_settings
 from webhooks_app.models import ControlKind, ProcessingControl, WebhookSource, WebhookSourceSecret
 from webhooks_app.schemes import get_scheme, scheme_names
@@ -59,7 +59,7 @@ GRACE_LABELS = {
 }
 
 NO_RECIPE = (
-    "Give the sender the URL below and one of this source's secrets, as its scheme's "
+    "Give the sender the URL above and one of this source's secrets, as its scheme's "
     "documentation says."
 )
 HINT_PROVIDER_MADE = (
@@ -226,38 +226,40 @@ def _paused_sources(names: list[str]) -> set[str]:
     )
 
 
-def _valid_now(secret: WebhookSourceSecret, now: datetime) -> bool:
-    return secret.not_after is None or secret.not_after >= now
+def valid_secrets(source: WebhookSource, now: datetime) -> int:
+    """How many of the source's secrets verify at ``now`` (as the loader judges ``not_after``),
+    from its prefetched or fetched ``secrets``."""
+    return sum(s.not_after is None or now <= s.not_after for s in source.secrets.all())
 
 
-def stored_state(source: WebhookSource, valid_secrets: int) -> str:
+def stored_state(source: WebhookSource, valid: int) -> str:
     """Whether the URL serves this database source, in the words of what a delivery gets."""
     if source.name in webhook_settings.sources:
         return "shadowed: the settings source of this name answers"
     if not source.enabled:
         return "disabled: deliveries get 404"
-    if not valid_secrets:
+    if not valid and webhook_settings.REQUIRE_SIGNATURE:
         return "no valid secret: deliveries get 503"
     return "served"
 
 
 def settings_rows(request: HttpRequest) -> list[SourceRow]:
-    """The settings sources as list lines (read-only, no page of their own but the recipe)."""
-    configured = webhook_settings.sources
-    names = sorted(configured)
+    """The settings sources as list lines (read-only: their page only shows them)."""
+    configured = sorted(webhook_settings.sources.items())
+    names = [name for name, _ in configured]
     activity = dashboard.source_activity(names, timezone.now() - ACTIVITY_WINDOW)
     paused = _paused_sources(names)
     return [
         SourceRow(
             name=name,
             scheme=config.scheme,
-            state="served" if config.secrets else "no secret: deliveries get 503",
+            state="no secret: deliveries get 503" if checks.missing_secret(config) else "served",
             paused=name in paused,
             secrets=len(config.secrets),
             activity=activity[name],
             url=sender_url(request, name, config.public_url),
         )
-        for name, config in ((name, configured[name]) for name in names)
+        for name, config in configured
     ]
 
 
@@ -273,7 +275,7 @@ class SourceChangeList(ChangeList):
         activity = dashboard.source_activity(names, now - ACTIVITY_WINDOW)
         paused = _paused_sources(names)
         for source in listed:
-            valid = sum(_valid_now(secret, now) for secret in source.secrets.all())
+            valid = valid_secrets(source, now)
             source.row = SourceRow(  # for the list's columns
                 name=source.name,
                 scheme=source.scheme,
@@ -379,8 +381,7 @@ class WebhookSourceAdmin(admin.ModelAdmin):
         """A source's page: the URL to give the sender, its scheme's recipe, and the links to
         *Add secret* and *Rotate secret*."""
         if obj is not None:
-            now = timezone.now()
-            valid = sum(_valid_now(secret, now) for secret in obj.secrets.all())
+            valid = valid_secrets(obj, timezone.now())
             url = sender_url(request, obj.name, obj.options.get("PUBLIC_URL", ""))
             context["source_page"] = {
                 "url": url,
