@@ -762,7 +762,7 @@ def take_back(event_id: int, now: datetime, *, enqueue: bool = True) -> str | No
         _adapt(now),
     ]
     with transaction.atomic():
-        with sql.prepared_cursor(connection) as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(_take_back_statement(connection.vendor), params)
             taken = bool(cursor.rowcount)
         if taken and enqueue and not out_of_attempts:
@@ -791,7 +791,7 @@ def _lapsed_statement(vendor: str) -> str:
 
 
 def lapsed_events(now: datetime, limit: int = RECOVERY_BATCH) -> list[int]:
-    with sql.prepared_cursor(_connection()) as cursor:
+    with _connection().cursor() as cursor:
         cursor.execute(_lapsed_statement(_connection().vendor), [_adapt(now), limit])
         return [row[0] for row in cursor.fetchall()]
 
@@ -823,7 +823,7 @@ def _stranded_statement(vendor: str, status: str) -> str:
 
 
 def stranded_events(status: str, cutoff: datetime) -> list[int]:
-    with sql.prepared_cursor(_connection()) as cursor:
+    with _connection().cursor() as cursor:
         cursor.execute(
             _stranded_statement(_connection().vendor, status), [_adapt(cutoff), RECOVERY_BATCH]
         )
@@ -924,7 +924,7 @@ def waiting_reason(event: WebhookEvent) -> str | None:
     it back (it is queued, or waits for its retry time)."""
     if event.status not in (EventStatus.PENDING, EventStatus.FAILED):
         return None
-    with sql.prepared_cursor(_connection()) as cursor:
+    with _connection().cursor() as cursor:
         cursor.execute(_reason_statement(_connection().vendor), [event.pk])
         row = cursor.fetchone()
     if row is None:

@@ -6,7 +6,8 @@ statements live beside the functions that run them, in :mod:`webhooks_app.lifecy
 Each runs once per request or per task, where building and compiling a queryset was most of
 the cost (bench/RESULTS.md). They are generated from the model's metadata once per process and
 database vendor, interpolate only quoted identifiers and constants, and bind every value. The
-lifecycle's run through :func:`prepared_cursor`: on PostgreSQL, planned once per connection.
+lifecycle's per-attempt statements run through :func:`prepared_cursor`: on PostgreSQL, planned
+once per connection.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ def prepared_cursor(connection: BaseDatabaseWrapper) -> Iterator[CursorWrapper]:
 
     Planning the claim (its conditions on pauses, keys and limits, over the event table's
     indexes) cost more than running it: prepared, an attempt's two statements take about a third
-    of a millisecond less (bench/RESULTS.md). Anywhere else,
-    and where prepared statements could not outlive a transaction, this is Django's cursor:
-    with psycopg2, and with ``DISABLE_SERVER_SIDE_CURSORS``, which Django asks for behind a
+    of a millisecond less (bench/RESULTS.md). For statements that run per attempt and look rows
+    up by a key (an id, a workflow, an ordering key), which one plan serves for every value: a
+    range scan, such as recovery's, is better planned for each value, and runs seldom enough.
+
+    Where prepared statements could not outlive a transaction, this is Django's cursor: with
+    psycopg2, and with ``DISABLE_SERVER_SIDE_CURSORS``, which Django asks for behind a
     transaction-pooling PgBouncer (whose versions before 1.21 lose them between transactions).
 
     The statement still goes through Django's cursor wrapper (its execute wrappers); only the
