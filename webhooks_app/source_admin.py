@@ -16,6 +16,7 @@ reach every process within seconds (:mod:`webhooks_app.sources`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -291,6 +292,16 @@ class SourceChangeList(ChangeList):
 # The admin
 
 
+def _row_column(attribute: str, description: str) -> Callable[[Any, WebhookSource], Any]:
+    """A column of the list showing ``attribute`` of the source's :class:`SourceRow`."""
+
+    @admin.display(description=description)
+    def column(self: Any, obj: WebhookSource) -> Any:
+        return getattr(obj.row, attribute)  # type: ignore[attr-defined]
+
+    return column
+
+
 class SecretInline(admin.TabularInline):
     """A source's secrets by label and fingerprint; *Valid until* can be changed (a past time
     ends a secret now) and a secret deleted, but none added here: *Add secret* takes a value."""
@@ -340,25 +351,11 @@ class WebhookSourceAdmin(admin.ModelAdmin):
 
     # The list's columns (SourceChangeList gave each listed source its ``row``)
 
-    @admin.display(description="state")
-    def state(self, obj: WebhookSource) -> str:
-        return obj.row.state  # type: ignore[attr-defined]
-
-    @admin.display(description="paused")
-    def paused(self, obj: WebhookSource) -> str:
-        return obj.row.paused_shown  # type: ignore[attr-defined]
-
-    @admin.display(description="valid secrets")
-    def secrets(self, obj: WebhookSource) -> int:
-        return obj.row.secrets  # type: ignore[attr-defined]
-
-    @admin.display(description="last 24 h")
-    def last_24h(self, obj: WebhookSource) -> str:
-        return obj.row.activity_shown  # type: ignore[attr-defined]
-
-    @admin.display(description="last delivery")
-    def last_delivery(self, obj: WebhookSource) -> str:
-        return obj.row.last_shown  # type: ignore[attr-defined]
+    state = _row_column("state", "state")
+    paused = _row_column("paused_shown", "paused")
+    secrets = _row_column("secrets", "valid secrets")
+    last_24h = _row_column("activity_shown", "last 24 h")
+    last_delivery = _row_column("last_shown", "last delivery")
 
     @admin.display(description="URL to give the sender")
     def url(self, obj: WebhookSource) -> str:
