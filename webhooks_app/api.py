@@ -174,7 +174,13 @@ class WebhookEventViewSet(
             if value := params.get(param):
                 # PostgreSQL refuses NUL in a string literal (DataError): a 400, not a 500.
                 if "\x00" in value or len(value) > MAX_FILTER_LENGTH:
-                    raise serializers.ValidationError({param: "Not a valid filter value."})
+                    raise serializers.ValidationError(
+                        {
+                            "error": "invalid_filter",
+                            "detail": f"{param}: a filter value holds no NUL character and at "
+                            f"most {MAX_FILTER_LENGTH} characters.",
+                        }
+                    )
                 events = events.filter(**{field: value})
         try:
             return events.filter(search.matching(search.api_terms(params)))
@@ -188,8 +194,9 @@ class WebhookEventViewSet(
         responses={
             200: WebhookEventSerializer(many=True),
             400: OpenApiResponse(
-                description="A filter value with NUL or over 255 characters; a payload search "
-                'that cannot be searched: `{"error": "invalid_search", "detail": …}`.'
+                description="A filter value with NUL or over 255 characters: "
+                '`{"error": "invalid_filter", "detail": …}`; a payload search that cannot be '
+                'searched: `{"error": "invalid_search", "detail": …}`.'
             ),
             **REFUSALS,
             404: api_error("Invalid cursor."),
