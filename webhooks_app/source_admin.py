@@ -145,8 +145,9 @@ class AddSecretForm(forms.Form):
     label = forms.CharField(required=False, max_length=100)
     not_after = forms.DateTimeField(
         required=False,
-        label="Valid until",
-        help_text="Optional; in the server's time zone, e.g. 2027-01-31 18:00.",
+        label="Not after",
+        help_text="Optional: after this time the secret no longer verifies. In the server's "
+        "time zone, e.g. 2027-01-31 18:00.",
     )
 
     @sensitive_variables()
@@ -303,7 +304,7 @@ def _row_column(attribute: str, description: str) -> Callable[[Any, WebhookSourc
 
 
 class SecretInline(admin.TabularInline):
-    """A source's secrets by label and fingerprint; *Valid until* can be changed (a past time
+    """A source's secrets by label and fingerprint; *not after* can be changed (a past time
     ends a secret now) and a secret deleted, but none added here: *Add secret* takes a value."""
 
     model = WebhookSourceSecret
