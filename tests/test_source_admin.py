@@ -22,7 +22,6 @@ from webhooks_app import services
 from webhooks_app.models import (
     ControlKind,
     EventStatus,
-    ProcessingControl,
     WebhookEvent,
     WebhookSource,
     WebhookSourceSecret,
@@ -311,9 +310,3 @@ def test_a_settings_source_has_a_read_only_page_without_its_secrets(admin_client
         assert secret not in html
     missing = admin_client.get(reverse("admin:webhooks_app_webhooksource_settings", args=["x"]))
     assert missing.status_code == 404
-
-
-def test_the_paused_control_of_a_database_source_is_the_same_row_as_any_source():
-    make_source()
-    services.pause(ControlKind.SOURCE, "acme", by="test")
-    assert ProcessingControl.objects.get(kind=ControlKind.SOURCE, name="acme").paused
