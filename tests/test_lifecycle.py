@@ -354,7 +354,7 @@ def test_an_event_whose_key_was_freed_between_the_claim_and_the_read_is_claimed(
     claimed then, not left for recovery."""
     keyed("1", status=EventStatus.SUCCEEDED)  # the holder, finished meanwhile
     second = keyed("2")
-    event = lifecycle._claim_refused(second.pk, timezone.now(), frozenset(), marked=False)
+    event = lifecycle._claim_refused(second.pk, timezone.now())
     assert event is not None and event.pk == second.pk and event.status == EventStatus.RUNNING
 
 
@@ -413,3 +413,85 @@ def test_a_limited_workflow_never_steered_shows_no_change():
     assert ProcessingControl.objects.filter(name="five_per_second").exists()  # its rate's row
     state = {s.name: s for s in services.controls(ControlKind.WORKFLOW)}["five_per_second"]
     assert (state.paused, state.changed_at, state.changed_by) == (False, None, "")
+
+
+def test_an_attempt_nobody_waited_on_looks_for_nothing(statements):
+    """A key's event and a limited workflow's event that nobody waited on end with the
+    outcome's one statement: the flag read back with it says there is nothing to hand on.
+    (A database without ``RETURNING`` cannot read it back, and looks.)"""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for event in (keyed("1"), limited("w", "two_at_a_time")):
+        running = lifecycle.claim(event.pk, timezone.now(), event.workflow_name)
+        assert running is not None and not running.waited_on
+        with CaptureQueriesContext(connection) as queries:
+            assert lifecycle.record_success(running, None) == "succeeded"
+            assert lifecycle.hand_on(running, take=True) is None
+        looked = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
+        assert (looked == []) == (statements == "returning"), looked
+
+
+def test_a_waiting_event_flags_what_holds_it_back(statements):
+    """Refused, an event is marked and flags its holders ``waited_on``: the events of its key
+    before it and running, or the running attempts of its workflow; nothing else."""
+    first, second, third = keyed("1"), keyed("2"), keyed("3")
+    other_key = keyed("other", key="c2")
+    assert lifecycle.claim(first.pk, timezone.now()) is not None
+    assert lifecycle.claim(third.pk, timezone.now()) is None
+    flagged = set(WebhookEvent.objects.filter(waited_on=True).values_list("pk", flat=True))
+    assert flagged == {first.pk, second.pk}
+    assert WebhookEvent.objects.get(pk=third.pk).waiting_for == "key"
+    assert not WebhookEvent.objects.get(pk=other_key.pk).waited_on
+    slot = [limited(str(n), "two_at_a_time") for n in range(3)]
+    WebhookEvent.objects.update(waited_on=False)
+    assert [lifecycle.claim(e.pk, timezone.now()) is not None for e in slot] == [True, True, False]
+    flagged = set(WebhookEvent.objects.filter(waited_on=True).values_list("pk", flat=True))
+    assert flagged == {slot[0].pk, slot[1].pk}
+
+
+def test_a_wait_whose_holders_ended_before_the_flag_claims_again():
+    """The mark is made, but what held the event back ended before the flag reached it:
+    nothing is flagged, and the caller must claim once more (its end found no mark)."""
+    keyed("1", status=EventStatus.SUCCEEDED)
+    second = keyed("2")
+    why = lifecycle._refusal(second.pk, timezone.now())
+    assert why is not None and not why.key_held
+    assert lifecycle._wait(second.pk, "key", timezone.now(), why) is False
+    assert lifecycle._wait(second.pk, "concurrency", timezone.now(), why) is False
+    assert not WebhookEvent.objects.filter(waited_on=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the wake goes to Redis after commit
+def test_an_event_whose_holders_keep_ending_before_the_flag_goes_round_the_queue(monkeypatch):
+    """Each round, the attempts that refused it end before the flag (the race, forced): after
+    the last round the event is put back on the queue, not left marked with nothing to wake
+    it until recovery."""
+    holders = [lifecycle.claim(limited(str(n), "two_at_a_time").pk, timezone.now()) for n in "ab"]
+    assert all(holders)
+    waiting = limited("c", "two_at_a_time")
+    flag = lifecycle._flag_statement
+    monkeypatch.setattr(lifecycle, "_flag_statement", lambda *key: flag(*key) + " AND 1 = 0")
+    before = queued_tasks()
+    assert lifecycle.claim(waiting.pk, timezone.now(), "two_at_a_time") is None
+    stored = WebhookEvent.objects.get(pk=waiting.pk)
+    assert (stored.status, stored.waiting_for, stored.attempts) == ("pending", "", 0)
+    assert queued_tasks() == before + 1
+
+
+def test_the_workflow_known_to_the_queue_takes_the_locked_claim_at_once():
+    """A task that says its event's workflow is limited skips the claim that excludes limited
+    workflows (and the read of why it refused): one claim statement, the locked one."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    hinted, unhinted = limited("1", "two_at_a_time"), limited("2", "two_at_a_time")
+    with CaptureQueriesContext(connection) as queries:
+        assert lifecycle.claim(hinted.pk, timezone.now(), "two_at_a_time") is not None
+    assert sum(q["sql"].startswith("UPDATE") for q in queries) == 1
+    with CaptureQueriesContext(connection) as queries:
+        assert lifecycle.claim(unhinted.pk, timezone.now()) is not None
+    assert sum(q["sql"].startswith("UPDATE") for q in queries) == 2
+    # A wrong workflow is no shortcut: the event is claimed by its own rules.
+    other = make_event("3")
+    assert lifecycle.claim(other.pk, timezone.now(), "two_at_a_time") is not None

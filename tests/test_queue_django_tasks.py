@@ -73,7 +73,7 @@ def test_the_task_row_commits_and_rolls_back_with_its_event():
 def test_a_delivery_leaves_one_task_row_for_its_event(post_webhook):
     assert post_webhook(envelope("record", "delivered")).status_code == 202
     event = WebhookEvent.objects.get(webhook_id="delivered")
-    assert task_rows() == [([event.pk], "READY", None)]
+    assert task_rows() == [([event.pk, "record"], "READY", None)]  # its id, and its workflow
     assert queue.queue_info() == {
         "runner": "django_tasks",
         "broker": "DatabaseBackend",

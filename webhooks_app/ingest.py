@@ -222,7 +222,7 @@ def _store_or_duplicate(
     with transaction.atomic():
         inserted = insert_unless_duplicate(event)
         if inserted and event.status == EventStatus.PENDING:
-            queue.enqueue_in_transaction(event.pk)
+            queue.enqueue_in_transaction(event.pk, workflow=event.workflow_name)
     if not inserted:
         existing = _stored(event.source, "webhook_id", event.webhook_id)
         if existing is None and content_key is not None:

@@ -25,7 +25,7 @@ import re
 import traceback
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Q
@@ -102,16 +102,22 @@ def _not_paused(alias: str) -> str:
 
 
 def _key_holders(alias: str) -> str:
-    """The other events of its key that hold it back (a ``FROM … WHERE`` clause over ``k``): a
-    running one, or one received before it and unfinished (a ``failed`` one waiting for its
-    retry holds the key; ``dead`` releases it)."""
-    status, pk = sql.quote("status"), sql.quote("id")
+    """The other events of its key that hold it back (a ``FROM … WHERE`` clause over ``k``)."""
+    return f"FROM {sql.table()} k WHERE " + _holds(
+        "k", _col(alias, "source"), _col(alias, "order_key"), _col(alias, "id")
+    )
+
+
+def _holds(holder: str, source: str, key: str, pk: str) -> str:
+    """The event row ``holder`` holds back the event ``pk`` of ``source`` and ``key`` (SQL
+    expressions: another row's columns, or parameters): it is running, or was received
+    before it and is unfinished (a ``failed`` one waiting for its retry holds the key;
+    ``dead`` releases it)."""
+    status, pk_col = _col(holder, "status"), _col(holder, "id")
     return (
-        f"FROM {sql.table()} k WHERE k.{sql.quote('source')} = {_col(alias, 'source')} "
-        f"AND k.{sql.quote('order_key')} = {_col(alias, 'order_key')} "
-        f"AND {_unfinished('k')} "
-        f"AND k.{pk} <> {_col(alias, 'id')} AND (k.{status} = '{RUNNING}' "
-        f"OR (k.{pk} < {_col(alias, 'id')} AND k.{status} IN ('{PENDING}', '{FAILED}')))"
+        f"{_col(holder, 'source')} = {source} AND {_col(holder, 'order_key')} = {key} "
+        f"AND {_unfinished(holder)} AND {pk_col} <> {pk} AND ({status} = '{RUNNING}' "
+        f"OR ({pk_col} < {pk} AND {status} IN ('{PENDING}', '{FAILED}')))"
     )
 
 
@@ -136,26 +142,41 @@ def _lapsed(alias: str) -> str:
 
 # Claim
 
+#: How many times one task tries an event again when what refused it ended meanwhile (a holder
+#: that finished between the refusal and the flag that would have woken the event): bounded,
+#: and recovery remains the safety net.
+CLAIM_ROUNDS = 3
 
-def claim(event_id: int, now: datetime) -> WebhookEvent | None:
+
+def claim(event_id: int, now: datetime, workflow: str = "") -> WebhookEvent | None:
     """Start an attempt of event ``event_id`` if every rule allows it; returns the claimed
     event (``running``, attempts counted, lease taken) or None.
 
-    The common case is one statement. Only a refused claim reads the row to learn why: to take
-    over a lapsed lease, to mark a key-held event for its key's next finish, or to take the
-    limited path of a workflow with a concurrency or rate limit.
+    The common case is one statement. ``workflow`` is the event's, when whoever queued it knew
+    it: an event of a limited workflow then goes straight to the locked claim. Only a refused
+    claim reads the row to learn why: to take over a lapsed lease, to wait for its key or a
+    slot, or to take the limited path.
     """
     limited = registry.limited_workflows()
-    event = _claim(event_id, now, exclude=limited)
-    if event is not None:
-        return event
-    return _claim_refused(event_id, now, limited, marked=False)
+    if workflow in limited:
+        return _claim_limited(event_id, workflow, now)
+    return _claim(event_id, now, exclude=limited) or _claim_refused(event_id, now)
+
+
+def _running_count() -> str:
+    """The running attempts of a workflow, by the partial index of running events. Parameters:
+    the workflow."""
+    return (
+        f"(SELECT COUNT(*) FROM {sql.table()} r WHERE r.{sql.quote('workflow_name')} = %s "  # noqa: S608
+        f"AND r.{sql.quote('status')} = '{RUNNING}')"
+    )
 
 
 @functools.cache
-def _claim_statement(vendor: str, excluded: int, returning: bool) -> str:
+def _claim_statement(vendor: str, excluded: int, returning: bool, counted: bool) -> str:
     """Parameters: started_at (now), lease end, id, now, then ``excluded`` workflow names (the
-    limited ones, which only the locked path may claim)."""
+    limited ones, which only the locked path may claim), or, ``counted``, the event's workflow
+    twice and its concurrency: the locked path claims while fewer attempts run."""
     events, status = sql.table(), sql.quote("status")
     attempts = sql.quote("attempts")
     columns = ", ".join(sql.quote(str(f.column)) for f in WebhookEvent._meta.concrete_fields)
@@ -164,28 +185,62 @@ def _claim_statement(vendor: str, excluded: int, returning: bool) -> str:
         if excluded
         else ""
     )
+    within = (
+        f" AND {sql.quote('workflow_name')} = %s AND {_running_count()} < %s" if counted else ""
+    )
     return (
         f"UPDATE {events} SET {status} = '{RUNNING}', {sql.quote('started_at')} = %s, "  # noqa: S608
         f"{sql.quote('finished_at')} = NULL, {sql.quote('lease_expires_at')} = %s, "
         f"{sql.quote('waiting_for')} = '', {attempts} = {attempts} + 1 "
         f"WHERE {sql.quote('id')} = %s AND {_due(events)} AND {_not_paused(events)} "
-        f"AND {_key_free(events)}{not_limited}" + (f" RETURNING {columns}" if returning else "")
+        f"AND {_key_free(events)}{not_limited}{within}"
+        + (f" RETURNING {columns}" if returning else "")
     )
 
 
-def _claim(event_id: int, now: datetime, exclude: Iterable[str] = ()) -> WebhookEvent | None:
-    """The claim statement; with ``RETURNING`` the row comes back from it, else it is read."""
+def _claim(
+    event_id: int,
+    now: datetime,
+    exclude: Iterable[str] = (),
+    within: tuple[str, int] | None = None,
+) -> WebhookEvent | None:
+    """The claim statement; with ``RETURNING`` the row comes back from it, else it is read.
+    ``within``: the event's workflow and its concurrency, for the locked path."""
     connection = _connection()
     excluded = sorted(exclude)
     returning = sql.supports_returning(connection.vendor)
     params = [_adapt(now), _adapt(now + lease_duration()), event_id, _adapt(now), *excluded]
+    if within is not None:
+        params += [within[0], *within]
+    statement = _claim_statement(connection.vendor, len(excluded), returning, within is not None)
     with sql.prepared_cursor(connection) as cursor:
-        cursor.execute(_claim_statement(connection.vendor, len(excluded), returning), params)
+        cursor.execute(statement, params)
         if returning:
             row = cursor.fetchone()
             return None if row is None else sql.event_from_row(row, connection)
         claimed = cursor.rowcount
     return WebhookEvent.objects.get(pk=event_id) if claimed else None
+
+
+class Refusal(NamedTuple):
+    """What a refused claim reads of its event (:func:`_refusal`)."""
+
+    workflow: str
+    source: str
+    key: str | None
+    key_held: bool
+    paused: bool
+    waiting_for: str
+    lapsed: bool
+    due: bool
+
+    def turn_of(self, workflow: str) -> bool:
+        """Nothing but a limit of ``workflow`` can hold it back now."""
+        return (
+            self.due
+            and not (self.lapsed or self.key_held or self.paused)
+            and self.workflow == workflow
+        )
 
 
 @functools.cache
@@ -194,17 +249,14 @@ def _refusal_statement(vendor: str) -> str:
     events = sql.table()
     key = _col(events, "order_key")
     return (
-        f"SELECT {sql.quote('workflow_name')}, {key} IS NOT NULL, "  # noqa: S608
-        f"{key} IS NOT NULL AND NOT {_key_free(events)}, "
+        f"SELECT {sql.quote('workflow_name')}, {sql.quote('source')}, {key}, "  # noqa: S608
+        f"{key} IS NOT NULL AND NOT {_key_free(events)}, NOT {_not_paused(events)}, "
         f"{sql.quote('waiting_for')}, {_lapsed(events)}, {_due(events)} "
         f"FROM {events} WHERE {sql.quote('id')} = %s"
     )
 
 
-def _claim_refused(
-    event_id: int, now: datetime, limited: frozenset[str], *, marked: bool
-) -> WebhookEvent | None:
-    """Why the claim refused event ``event_id``, and what follows from it."""
+def _refusal(event_id: int, now: datetime) -> Refusal | None:
     with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(
             _refusal_statement(_connection().vendor), [_adapt(now), _adapt(now), event_id]
@@ -212,25 +264,36 @@ def _claim_refused(
         row = cursor.fetchone()
     if row is None:
         return None
-    workflow, keyed, key_held, waiting_for, lapsed, due = row
-    if lapsed:
+    workflow, source, key, key_held, paused, waiting_for, lapsed, due = row
+    return Refusal(
+        workflow, source, key, bool(key_held), bool(paused), waiting_for, bool(lapsed), bool(due)
+    )
+
+
+def _claim_refused(event_id: int, now: datetime, rounds: int = CLAIM_ROUNDS) -> WebhookEvent | None:
+    """Why the claim refused event ``event_id``, and what follows from it."""
+    if rounds <= 0:  # what refused it kept ending before it was flagged: round the queue
+        _wake(event_id, "")
+        return None
+    why = _refusal(event_id, now)
+    if why is None:
+        return None
+    if why.lapsed:
         # A redelivered task for an attempt whose worker is gone: take it back, then claim.
         if take_back(event_id, now, enqueue=False) == "running":
             return claim(event_id, timezone.now())
         return None
-    if not due:  # running, finished, or its retry is later: this task has nothing to do
-        return None
-    if keyed and not marked and (key_held or workflow not in limited):
-        # Held by its key now, or when the claim ran (the key's event may have finished since,
-        # and found nothing marked to wake). Marked first, then claimed once more: the key's
-        # event either finished before this second claim (which then succeeds) or finishes
-        # after the mark, and wakes it.
-        _mark_waiting(event_id, "key", now)
-        event = _claim(event_id, now, exclude=limited)
-        return event or _claim_refused(event_id, now, limited, marked=True)
-    if workflow in limited and not key_held:
-        return _claim_limited(event_id, workflow, waiting_for, now)
-    return None
+    if not why.due or why.paused:  # running, finished, its retry is later, or paused (a
+        return None  # resume queues it again): this task has nothing to do
+    if why.key_held:
+        if _wait(event_id, "key", now, why):  # what holds it will wake it
+            return None
+    elif why.workflow in registry.limited_workflows():
+        return _claim_limited(event_id, why.workflow, now, why=why, rounds=rounds)
+    # What held it back ended since the claim (and found nothing to wake): once more.
+    now = timezone.now()
+    limited = registry.limited_workflows()
+    return _claim(event_id, now, exclude=limited) or _claim_refused(event_id, now, rounds - 1)
 
 
 @functools.cache
@@ -255,47 +318,109 @@ def _mark_waiting(
         return bool(cursor.rowcount)
 
 
+@functools.cache
+def _flag_statement(vendor: str, reason: str) -> str:
+    """Flag what holds an event back ``waited_on``: the events holding its key (parameters:
+    source, key, id, id) or the running attempts of its workflow (parameters: the workflow).
+    Where rows are locked, they are locked in id order: two events waiting on overlapping
+    holders never deadlock."""
+    events = sql.table()
+    if reason == "key":
+        held = _holds("h", "%s", "%s", "%s")
+    else:
+        held = f"h.{sql.quote('workflow_name')} = %s AND h.{sql.quote('status')} = '{RUNNING}'"
+    lock = " FOR UPDATE" if vendor == "postgresql" else ""
+    pk = sql.quote("id")
+    return (
+        f"UPDATE {events} SET {sql.quote('waited_on')} = TRUE WHERE {pk} IN ("  # noqa: S608
+        f"SELECT h.{pk} FROM {events} h WHERE {held} ORDER BY h.{pk}{lock})"
+    )
+
+
+def _wait(event_id: int, reason: str, now: datetime, why: Refusal) -> bool:
+    """Mark the due event waiting for its key or for a concurrency slot, then flag what it
+    waits on ``waited_on`` (the events holding its key, or its workflow's running attempts):
+    the end of each of those looks for the events marked so (:func:`hand_on`). Returns whether
+    anything was flagged; False when what it waited on ended meanwhile (or it was no longer
+    due to be marked): the caller claims it once more.
+
+    The mark is committed before the flag, and the flag and an outcome serialize on the
+    flagged row: an outcome written first leaves its event out of the flag (no longer running,
+    or finished), one written after the flag reads it back and then finds the mark. So each
+    holder is either flagged, or had ended. Two statements in autocommit, outside any lock, so
+    no transaction holds one event's row while it waits for another's.
+    """
+    if not _mark_waiting(event_id, reason, now):
+        return False
+    holders = [why.source, why.key, event_id, event_id] if reason == "key" else [why.workflow]
+    with sql.prepared_cursor(_connection()) as cursor:
+        cursor.execute(_flag_statement(_connection().vendor, reason), holders)
+        return bool(cursor.rowcount)
+
+
 def _claim_limited(
-    event_id: int, workflow: str, waiting_for: str, now: datetime, *, recounted: bool = False
+    event_id: int,
+    workflow: str,
+    now: datetime,
+    *,
+    why: Refusal | None = None,
+    rounds: int = CLAIM_ROUNDS,
 ) -> WebhookEvent | None:
     """Claim an event of a workflow with a concurrency or rate limit.
 
-    The workflow's control row is locked for the whole decision, so claims across all workers
-    and nodes count running attempts and record starts one at a time. A refusal marks the
-    event: a finishing attempt hands its slot to the oldest one marked for concurrency
-    (:func:`hand_on`); one held back by the rate is given a wake time when the window will
-    have room, spread ``1/N`` of the period apart so waiting events do not wake together.
+    The workflow's control row is locked for the decision, so claims across all workers and
+    nodes count running attempts (in the claim statement itself) and record starts one at a
+    time. Refused for want of a slot, the event waits (:func:`_wait`, after the lock) for a
+    running attempt's end to hand the slot on (:func:`hand_on`). One held back by the rate is
+    given a wake time when the window will have room, spread ``1/N`` of the period apart so
+    waiting events do not wake together. ``why``: the refusal already read, if any.
     """
+    if rounds <= 0:  # what refused it kept ending before it was flagged: round the queue
+        _wake(event_id, workflow)
+        return None
+    with transaction.atomic():
+        event, why = _claim_locked(event_id, workflow, now, why)
+    if event is not None or why is None:
+        return event
+    if not why.turn_of(workflow):  # lapsed, held by its key, paused, or not due: not the lock's
+        return _claim_refused(event_id, timezone.now(), rounds - 1)
+    if registry.limits(workflow).concurrency is None or _wait(event_id, "concurrency", now, why):
+        return None
+    # The running attempts ended between the count and the flag: once more.
+    return _claim_limited(event_id, workflow, timezone.now(), rounds=rounds - 1)
+
+
+def _claim_locked(
+    event_id: int, workflow: str, now: datetime, why: Refusal | None
+) -> tuple[WebhookEvent | None, Refusal | None]:
+    """The limited claim under the workflow's lock, in the caller's transaction. Returns the
+    claimed event, or None and the refusal for the caller to act on; no refusal: it waits
+    for the rate, or is gone."""
     limits = registry.limits(workflow)
     rate, concurrency = limits.rate, limits.concurrency
-    event = None
-    with transaction.atomic():
-        control = _lock_workflow(workflow, read=rate is not None)
-        # Judged no earlier than the lock is held: a claim that waited for it behind others
-        # would otherwise judge (and record) its start at the time it began to wait, in a
-        # window that others have filled since, and a later claim would let that early start
-        # leave the window too soon.
-        now = max(now, timezone.now())
-        full = concurrency is not None and _running(workflow) >= concurrency
-        if full:
-            _mark_waiting(event_id, "concurrency", now)
-        elif rate is not None:
-            assert control is not None
-            starts = [t for t in control.rate_starts if t > now.timestamp() - rate.per_seconds]
-            if len(starts) >= rate.count:
-                _defer_for_rate(control, starts, rate, event_id, now, woken=waiting_for == "rate")
-                return None
-            if (event := _claim(event_id, now)) is not None:
-                control.rate_starts = [*starts, now.timestamp()]
-                control.save(update_fields=["rate_starts"])
-        else:
-            event = _claim(event_id, now)
-    if full and not recounted and concurrency is not None and _running(workflow) < concurrency:
-        # Counted again once the mark is committed: an attempt that ended before the locked
-        # count may have looked for marks (without the lock, :func:`_next_for_slot`) before
-        # this one existed, so its slot is taken here.
-        return _claim_limited(event_id, workflow, "concurrency", timezone.now(), recounted=True)
-    return event
+    control = _lock_workflow(workflow, read=rate is not None)
+    # Judged no earlier than the lock is held: a claim that waited for it behind others would
+    # otherwise judge (and record) its start at the time it began to wait, in a window that
+    # others have filled since, and a later claim would let that early start leave the window
+    # too soon.
+    now = max(now, timezone.now())
+    starts: list[float] = []
+    if rate is not None:
+        assert control is not None
+        why = why or _refusal(event_id, now)
+        if why is None or not why.turn_of(workflow):
+            return None, why
+        starts = [t for t in control.rate_starts if t > now.timestamp() - rate.per_seconds]
+        if len(starts) >= rate.count:
+            _defer_for_rate(control, starts, rate, event_id, now, woken=why.waiting_for == "rate")
+            return None, None
+    within = None if concurrency is None else (workflow, concurrency)
+    if (event := _claim(event_id, now, within=within)) is not None:
+        if control is not None:
+            control.rate_starts = [*starts, now.timestamp()]
+            control.save(update_fields=["rate_starts"])
+        return event, None
+    return None, _refusal(event_id, now)
 
 
 def _defer_for_rate(
@@ -355,12 +480,8 @@ def _locked(workflow: str) -> bool:
 
 @functools.cache
 def _running_statement(vendor: str) -> str:
-    """The workflow's running attempts, by the partial index of running events. Parameters:
-    the workflow."""
-    return (
-        f"SELECT COUNT(*) FROM {sql.table()} WHERE {sql.quote('workflow_name')} = %s "  # noqa: S608
-        f"AND {sql.quote('status')} = '{RUNNING}'"
-    )
+    """Parameters: the workflow."""
+    return f"SELECT {_running_count()}"
 
 
 def _running(workflow: str) -> int:
@@ -405,7 +526,7 @@ FINISH_FIELDS = [
 
 
 @functools.cache
-def _finish_statement(vendor: str) -> str:
+def _finish_statement(vendor: str, returning: bool) -> str:
     """Record an attempt's outcome, unless its lease was taken back (the event is no longer
     ``running`` with this attempt number).
 
@@ -427,22 +548,34 @@ def _finish_statement(vendor: str) -> str:
         f"AND {sql.quote('attempts')} = %s"
     )
     if vendor == "postgresql":
-        return (
+        statement = (
             "WITH unflushed AS (SELECT set_config('synchronous_commit', 'off', true)) "  # noqa: S608
             f"{statement} AND EXISTS (SELECT 1 FROM unflushed)"
         )
+    if returning:
+        statement += f" RETURNING {sql.quote('waited_on')}"
     return statement
 
 
 def _finish(event: WebhookEvent, **fields: Any) -> bool:
-    """Write the attempt's outcome (one precompiled UPDATE); False if it was taken back."""
+    """Write the attempt's outcome (one precompiled UPDATE); False if it was taken back. Reads
+    back ``waited_on``, which tells :func:`hand_on` whether to look (where the database cannot
+    return it, it looks)."""
     for name, value in {**fields, "lease_expires_at": None}.items():
         setattr(event, name, value)
     connection = _connection()
     values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in FINISH_FIELDS]
+    returning = sql.supports_returning(connection.vendor)
     with sql.prepared_cursor(connection) as cursor:
-        cursor.execute(_finish_statement(connection.vendor), [*values, event.pk, event.attempts])
-        return bool(cursor.rowcount)
+        statement = _finish_statement(connection.vendor, returning)
+        cursor.execute(statement, [*values, event.pk, event.attempts])
+        if not returning:
+            event.waited_on = True
+            return bool(cursor.rowcount)
+        row = cursor.fetchone()
+    if row is not None:
+        event.waited_on = bool(row[0])
+    return row is not None
 
 
 #: What recording an outcome returns when the attempt's lease had been taken back meanwhile:
@@ -561,7 +694,7 @@ def _record_failed_attempt(
         )
         if finished_ok and next_attempt is not None:
             if delay == 0:
-                queue.enqueue_in_transaction(event.pk)
+                queue.enqueue_in_transaction(event.pk, workflow=event.workflow_name)
             else:
                 queue.schedule_retry(event.pk, event.attempts + 1, next_attempt)
     if not finished_ok:
@@ -582,15 +715,22 @@ def _record_failed_attempt(
 # Handing on: what the end of an attempt lets start
 
 
-def hand_on(event: WebhookEvent, *, take: bool = False) -> WebhookEvent | None:
+def hand_on(
+    event: WebhookEvent, *, take: bool = False, always: bool = False
+) -> WebhookEvent | None:
     """Start what waited for this attempt to end: the next event of its key (once the event is
     finished: a ``failed`` one keeps holding its key) and, for a concurrency-limited workflow,
-    the oldest event waiting for a slot. One each: no herd of re-enqueues.
+    the oldest event waiting for a slot. One each: no herd of re-enqueues. Only where a
+    waiting event flagged this one (``waited_on``, read back with the outcome), or ``always``
+    (a take-back, which does not read the flag): an attempt nobody waited on looks for
+    nothing.
 
     With ``take``, the first of them is claimed here and returned, for the caller's worker to
     run next: a key's events then follow one another without going round the queue (where
     each would wait behind the whole backlog). The other is woken: put on the queue.
     """
+    if not (event.waited_on or always):
+        return None
     taken = None
     if event.order_key is not None and event.status in (EventStatus.SUCCEEDED, EventStatus.DEAD):
         taken = _next_of_key(event.source, event.order_key, take=take)
@@ -605,15 +745,17 @@ def _next_of_key_statement(vendor: str) -> str:
     key, now."""
     events = sql.table()
     return (
-        f"SELECT {sql.quote('id')} FROM {events} WHERE {sql.quote('id')} = ("  # noqa: S608
-        f"SELECT {sql.quote('id')} FROM {events} k WHERE k.{sql.quote('source')} = %s "
-        f"AND k.{sql.quote('order_key')} = %s AND {_unfinished('k')} "
-        f"ORDER BY {sql.quote('id')} LIMIT 1) "
+        f"SELECT {sql.quote('id')}, {sql.quote('workflow_name')} FROM {events} "  # noqa: S608
+        f"WHERE {sql.quote('id')} = (SELECT {sql.quote('id')} FROM {events} k "
+        f"WHERE k.{sql.quote('source')} = %s AND k.{sql.quote('order_key')} = %s "
+        f"AND {_unfinished('k')} ORDER BY {sql.quote('id')} LIMIT 1) "
         f"AND {sql.quote('waiting_for')} <> '' AND {_due(events)}"
     )
 
 
 def _next_of_key(source: str, key: str, *, take: bool) -> WebhookEvent | None:
+    """Claim (with ``take``) or wake the key's next event. A claim refused here (its
+    workflow's limit is reached, it is paused) left it waiting as any refusal does."""
     with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(
             _next_of_key_statement(_connection().vendor), [source, key, _adapt(timezone.now())]
@@ -621,9 +763,10 @@ def _next_of_key(source: str, key: str, *, take: bool) -> WebhookEvent | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    if take and (taken := _claim(row[0], timezone.now(), exclude=registry.limited_workflows())):
-        return taken
-    _wake(row[0])
+    event_id, workflow = row
+    if take:
+        return claim(event_id, timezone.now(), workflow)
+    _wake(event_id, workflow)
     return None
 
 
@@ -641,38 +784,31 @@ def _next_for_slot_statement(vendor: str) -> str:
 
 def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
     """The oldest event marked for a slot of the workflow, woken (or, with ``take``, claimed
-    for this worker where the workflow has no rate: a start would need its window).
-
-    Marks are first looked for without the lock: a claim refused for want of a slot either
-    committed its mark before this look (and is found), or counts running attempts again after
-    committing it, when this attempt's end is already visible (:func:`_claim_limited`). Only
-    when one is found is the lock taken, to hand the slot to exactly one.
-    """
+    for this worker where the workflow has no rate: a start would need its window). Under the
+    workflow's lock, so that the slot goes to exactly one."""
     limits = registry.limits(workflow)
-    if _waiting_for_slot(workflow) is None:  # the common case: nothing waits, no lock taken
-        return None
     with transaction.atomic():
         _lock_workflow(workflow, read=False)
-        row = _waiting_for_slot(workflow)
+        with sql.prepared_cursor(_connection()) as cursor:
+            cursor.execute(
+                _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
+            )
+            row = cursor.fetchone()
         if row is None:
             return None
-        free = limits.concurrency is not None and _running(workflow) < limits.concurrency
-        if take and limits.rate is None and free and (taken := _claim(row, timezone.now())):
+        slot = (workflow, limits.concurrency) if limits.concurrency is not None else None
+        if (
+            take
+            and limits.rate is None
+            and slot
+            and (taken := _claim(row[0], timezone.now(), within=slot))
+        ):
             return taken
-        _wake(row)
+        _wake(row[0], workflow)
     return None
 
 
-def _waiting_for_slot(workflow: str) -> int | None:
-    with sql.prepared_cursor(_connection()) as cursor:
-        cursor.execute(
-            _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
-        )
-        row = cursor.fetchone()
-    return None if row is None else int(row[0])
-
-
-def _wake(event_id: int) -> None:
+def _wake(event_id: int, workflow: str) -> None:
     """Clear a waiting event's mark and put it on the queue (once: the mark is the token)."""
     with transaction.atomic():
         woken = (
@@ -681,7 +817,7 @@ def _wake(event_id: int) -> None:
             .update(waiting_for="", next_attempt_at=timezone.now())
         )
         if woken:
-            queue.enqueue_in_transaction(event_id)
+            queue.enqueue_in_transaction(event_id, workflow=workflow)
 
 
 # Leases
@@ -776,7 +912,7 @@ def take_back(event_id: int, now: datetime, *, enqueue: bool = True) -> str | No
         "now dead" if out_of_attempts else "running it again",
     )
     event.status = status
-    hand_on(event)  # its concurrency slot is free; a dead event releases its key
+    hand_on(event, always=True)  # its slot is free; a dead event releases its key
     return "dead" if out_of_attempts else "running"
 
 

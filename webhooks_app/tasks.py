@@ -23,13 +23,16 @@ from webhooks_app.models import WebhookEvent, WebhookReplay
 FALLBACK_CHAIN_SECONDS = 15.0
 
 
-def process_event(event_id: int) -> str:
+def process_event(event_id: int, workflow: str = "") -> str:
     """Run one attempt of event ``event_id``, then what its end hands to this worker (the next
     event of its key, a waiting event's concurrency slot), for a quarter of django-q2's
     ``timeout`` at most: the rest is left to the queue. Returns what happened, for django-q2's
-    logs."""
+    logs. ``workflow``: the event's, where whoever queued it said (:func:`lifecycle.claim`);
+    tasks queued without it run the same."""
     # Safe to repeat: a claim that did commit leaves nothing due for the second one.
-    event = sql.retrying_lost_connection(lambda: lifecycle.claim(event_id, timezone.now()))
+    event = sql.retrying_lost_connection(
+        lambda: lifecycle.claim(event_id, timezone.now(), workflow)
+    )
     if event is None:
         return "skipped: not due (running, finished, waiting for a retry, paused or held back)"
     timeout = queue.task_timeout()

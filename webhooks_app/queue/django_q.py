@@ -40,10 +40,11 @@ def uses_orm_broker(using: str = DEFAULT_DB_ALIAS) -> bool:
     return using == Conf.ORM
 
 
-def enqueue(event_id: int) -> None:
+def enqueue(event_id: int, workflow: str = "") -> None:
     async_task(
         PROCESS_EVENT,
         event_id,
+        *([workflow] if workflow else []),
         task_name=f"webhook-event-{event_id}",
         broker=broker(),
         q_options=dict(TASK_OPTIONS),

@@ -40,12 +40,12 @@ RUNNER = "django_tasks"
 
 
 @task()
-def process_event(event_id: int) -> str:
+def process_event(event_id: int, workflow: str = "") -> str:
     """What the worker runs: one attempt of the event (:func:`webhooks_app.tasks.process_event`).
 
     Its dotted path is stored in every queued task row: keep it where it is.
     """
-    return tasks.process_event(event_id)
+    return tasks.process_event(event_id, workflow)
 
 
 @task()
@@ -77,9 +77,9 @@ def uses_orm_broker(using: str = DEFAULT_DB_ALIAS) -> bool:
     return rows is not None and router.db_for_write(rows.model) == using
 
 
-def enqueue(event_id: int, run_after: datetime | None = None) -> None:
+def enqueue(event_id: int, workflow: str = "", run_after: datetime | None = None) -> None:
     deferred = process_event if run_after is None else process_event.using(run_after=run_after)
-    deferred.enqueue(event_id)
+    deferred.enqueue(event_id, *([workflow] if workflow else []))
 
 
 def enqueue_replay(replay_id: int, after: int) -> None:
