@@ -202,3 +202,30 @@ def test_the_prepared_cursor_goes_through_djangos_wrapper():
     with CaptureQueriesContext(connection) as logged, sql.prepared_cursor(connection) as cursor:
         cursor.execute("SELECT %s AS webhooks_logged", [7])
     assert [query["sql"] for query in logged.captured_queries] == ["SELECT 7 AS webhooks_logged"]
+
+
+@pytest.mark.django_db(transaction=True)  # the pipeline runs only outside a transaction
+def test_a_locked_row_is_one_transaction_that_commits_or_rolls_back_whole():
+    """The lock and the statement commit together (on PostgreSQL sent as one pipeline); a
+    failing statement rolls back what the lock statements did, and leaves the connection
+    usable, out of any transaction, its error a Django one."""
+    from django.db import IntegrityError
+
+    table = sql.quote(WebhookEvent._meta.db_table)
+    event = make_event("locked")
+    column = sql.quote("event_type")
+    touch = (f"UPDATE {table} SET {column} = %s WHERE id = %s", ["touched", event.pk])
+    read = (f"SELECT {column} FROM {table} WHERE id = %s", [event.pk])
+    nothing = ("SELECT 1 WHERE 1 = %s", [0])
+    assert sql.locked_rows(connection, [touch], [read, nothing]) == [("touched",), None]
+    rolled_back = (touch[0], ["lost", event.pk])
+    with pytest.raises(IntegrityError):  # a NOT NULL column set to NULL
+        sql.locked_rows(
+            connection, [rolled_back], [(touch[0].replace("%s", "NULL", 1), [event.pk])]
+        )
+    assert WebhookEvent.objects.get(pk=event.pk).event_type == "touched"
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    if connection.vendor == "postgresql":
+        from psycopg.pq import TransactionStatus
+
+        assert connection.connection.info.transaction_status == TransactionStatus.IDLE

@@ -23,7 +23,7 @@ import logging
 import random
 import re
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -173,10 +173,14 @@ def _running_count() -> str:
 
 
 @functools.cache
-def _claim_statement(vendor: str, excluded: int, returning: bool, counted: bool) -> str:
-    """Parameters: started_at (now), lease end, id, now, then ``excluded`` workflow names (the
-    limited ones, which only the locked path may claim), or, ``counted``, the event's workflow
-    twice and its concurrency: the locked path claims while fewer attempts run."""
+def _claim_statement(
+    vendor: str, excluded: int, returning: bool, counted: bool, target: str = "id"
+) -> str:
+    """Parameters: started_at (now), lease end, the event (its id; or, ``target`` "slot", the
+    workflow and now: the oldest event waiting for a slot of it), now, then ``excluded``
+    workflow names (the limited ones, which only the locked path may claim), or, ``counted``,
+    the event's workflow twice and its concurrency: the locked path claims while fewer
+    attempts run."""
     events, status = sql.table(), sql.quote("status")
     attempts = sql.quote("attempts")
     columns = ", ".join(sql.quote(str(f.column)) for f in WebhookEvent._meta.concrete_fields)
@@ -188,11 +192,12 @@ def _claim_statement(vendor: str, excluded: int, returning: bool, counted: bool)
     within = (
         f" AND {sql.quote('workflow_name')} = %s AND {_running_count()} < %s" if counted else ""
     )
+    event = "%s" if target == "id" else f"({_next_for_slot_statement(vendor)})"
     return (
         f"UPDATE {events} SET {status} = '{RUNNING}', {sql.quote('started_at')} = %s, "  # noqa: S608
         f"{sql.quote('finished_at')} = NULL, {sql.quote('lease_expires_at')} = %s, "
         f"{sql.quote('waiting_for')} = '', {attempts} = {attempts} + 1 "
-        f"WHERE {sql.quote('id')} = %s AND {_due(events)} AND {_not_paused(events)} "
+        f"WHERE {sql.quote('id')} = {event} AND {_due(events)} AND {_not_paused(events)} "
         f"AND {_key_free(events)}{not_limited}{within}"
         + (f" RETURNING {columns}" if returning else "")
     )
@@ -205,14 +210,10 @@ def _claim(
     within: tuple[str, int] | None = None,
 ) -> WebhookEvent | None:
     """The claim statement; with ``RETURNING`` the row comes back from it, else it is read.
-    ``within``: the event's workflow and its concurrency, for the locked path."""
+    ``within``: the event's workflow and its concurrency, for the locked path (the caller
+    holds the lock)."""
     connection = _connection()
-    excluded = sorted(exclude)
-    returning = sql.supports_returning(connection.vendor)
-    params = [_adapt(now), _adapt(now + lease_duration()), event_id, _adapt(now), *excluded]
-    if within is not None:
-        params += [within[0], *within]
-    statement = _claim_statement(connection.vendor, len(excluded), returning, within is not None)
+    statement, params, returning = _claim_query(event_id, now, exclude, within)
     with sql.prepared_cursor(connection) as cursor:
         cursor.execute(statement, params)
         if returning:
@@ -220,6 +221,72 @@ def _claim(
             return None if row is None else sql.event_from_row(row, connection)
         claimed = cursor.rowcount
     return WebhookEvent.objects.get(pk=event_id) if claimed else None
+
+
+def _claim_query(
+    event_id: int,
+    now: datetime,
+    exclude: Iterable[str] = (),
+    within: tuple[str, int] | None = None,
+) -> tuple[str, list[Any], bool]:
+    """The claim statement and its parameters, and whether it returns the row."""
+    vendor = _connection().vendor
+    excluded = sorted(exclude)
+    returning = sql.supports_returning(vendor)
+    params = [_adapt(now), _adapt(now + lease_duration()), event_id, _adapt(now), *excluded]
+    if within is not None:
+        params += [within[0], *within]
+    return _claim_statement(vendor, len(excluded), returning, within is not None), params, returning
+
+
+def _claim_within(
+    event_id: int, now: datetime, workflow: str, concurrency: int
+) -> tuple[WebhookEvent | None, Refusal | None]:
+    """The locked claim of a concurrency-limited workflow's event, and, refused, why: read in
+    the same transaction (on PostgreSQL, in the same round trip)."""
+    statement, params, returning = _claim_query(event_id, now, within=(workflow, concurrency))
+    if not returning:
+        with transaction.atomic():
+            _lock_workflow(workflow, read=False)
+            event = _claim(event_id, now, within=(workflow, concurrency))
+        return event, None if event is not None else _refusal(event_id, now)
+    row, refusal = _locked_claim(workflow, (statement, params), _refusal_query(event_id, now))
+    if row is not None:
+        return sql.event_from_row(row, _connection()), None
+    return None, None if refusal is None else Refusal.of(refusal)
+
+
+def _locked_claim(workflow: str, *statements: sql.Statement) -> list[Sequence[Any] | None]:
+    """Statements (a claim, with ``RETURNING``, and what to read after it) run under the
+    workflow's lock, in one transaction of their own: on PostgreSQL one round trip for all of
+    it (:func:`sql.locked_rows`). The lock is the control row's, made first if the workflow
+    never had one. SQLite has no row locks: its one writer at a time is the lock, and one
+    claim statement needs no transaction around it. Returns each statement's first row."""
+    connection = _connection()
+    if connection.vendor != "postgresql":
+        rows = []
+        with sql.prepared_cursor(connection) as cursor:
+            for statement, params in statements:
+                cursor.execute(statement, params)
+                rows.append(cursor.fetchone())
+        return rows
+    lock = [
+        (_ensure_control_statement(connection.vendor), [workflow]),
+        (_lock_statement(connection.vendor), [workflow]),
+    ]
+    return sql.locked_rows(connection, lock, statements)
+
+
+@functools.cache
+def _ensure_control_statement(vendor: str) -> str:
+    """The workflow's control row, made if missing (nothing written if it exists).
+    Parameters: the workflow."""
+    return (
+        f"INSERT INTO {_controls_table()} ({sql.quote('kind')}, {sql.quote('name')}, "  # noqa: S608
+        f"{sql.quote('paused')}, {sql.quote('changed_by')}, {sql.quote('rate_starts')}) "
+        f"VALUES ('{ControlKind.WORKFLOW.value}', %s, FALSE, '', '[]') "
+        f"ON CONFLICT ({sql.quote('kind')}, {sql.quote('name')}) DO NOTHING"
+    )
 
 
 class Refusal(NamedTuple):
@@ -233,6 +300,21 @@ class Refusal(NamedTuple):
     waiting_for: str
     lapsed: bool
     due: bool
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> Refusal:
+        """From a row of :func:`_refusal_statement` (the database's booleans as Python's)."""
+        workflow, source, key, key_held, paused, waiting_for, lapsed, due = row
+        return cls(
+            workflow,
+            source,
+            key,
+            bool(key_held),
+            bool(paused),
+            waiting_for,
+            bool(lapsed),
+            bool(due),
+        )
 
     def turn_of(self, workflow: str) -> bool:
         """Nothing but a limit of ``workflow`` can hold it back now."""
@@ -256,18 +338,15 @@ def _refusal_statement(vendor: str) -> str:
     )
 
 
+def _refusal_query(event_id: int, now: datetime) -> sql.Statement:
+    return _refusal_statement(_connection().vendor), [_adapt(now), _adapt(now), event_id]
+
+
 def _refusal(event_id: int, now: datetime) -> Refusal | None:
     with sql.prepared_cursor(_connection()) as cursor:
-        cursor.execute(
-            _refusal_statement(_connection().vendor), [_adapt(now), _adapt(now), event_id]
-        )
+        cursor.execute(*_refusal_query(event_id, now))
         row = cursor.fetchone()
-    if row is None:
-        return None
-    workflow, source, key, key_held, paused, waiting_for, lapsed, due = row
-    return Refusal(
-        workflow, source, key, bool(key_held), bool(paused), waiting_for, bool(lapsed), bool(due)
-    )
+    return None if row is None else Refusal.of(row)
 
 
 def _claim_refused(event_id: int, now: datetime, rounds: int = CLAIM_ROUNDS) -> WebhookEvent | None:
@@ -378,8 +457,12 @@ def _claim_limited(
     if rounds <= 0:  # what refused it kept ending before it was flagged: round the queue
         _wake(event_id, workflow)
         return None
-    with transaction.atomic():
-        event, why = _claim_locked(event_id, workflow, now, why)
+    limits = registry.limits(workflow)
+    if limits.rate is None and limits.concurrency is not None:
+        event, why = _claim_within(event_id, now, workflow, limits.concurrency)
+    else:
+        with transaction.atomic():
+            event, why = _rate_claim(event_id, workflow, now, why)
     if event is not None or why is None:
         return event
     if not why.turn_of(workflow):  # lapsed, held by its key, paused, or not due: not the lock's
@@ -390,35 +473,34 @@ def _claim_limited(
     return _claim_limited(event_id, workflow, timezone.now(), rounds=rounds - 1)
 
 
-def _claim_locked(
+def _rate_claim(
     event_id: int, workflow: str, now: datetime, why: Refusal | None
 ) -> tuple[WebhookEvent | None, Refusal | None]:
-    """The limited claim under the workflow's lock, in the caller's transaction. Returns the
-    claimed event, or None and the refusal for the caller to act on; no refusal: it waits
-    for the rate, or is gone."""
+    """The claim of a rate-limited workflow's event, under the workflow's lock, in the
+    caller's transaction (its window is read and written there). Returns the claimed event,
+    or None and the refusal for the caller to act on; no refusal: it waits for the rate, or
+    is gone."""
     limits = registry.limits(workflow)
-    rate, concurrency = limits.rate, limits.concurrency
-    control = _lock_workflow(workflow, read=rate is not None)
+    rate = limits.rate
+    assert rate is not None
+    control = _lock_workflow(workflow, read=True)
+    assert control is not None
     # Judged no earlier than the lock is held: a claim that waited for it behind others would
     # otherwise judge (and record) its start at the time it began to wait, in a window that
     # others have filled since, and a later claim would let that early start leave the window
     # too soon.
     now = max(now, timezone.now())
-    starts: list[float] = []
-    if rate is not None:
-        assert control is not None
-        why = why or _refusal(event_id, now)
-        if why is None or not why.turn_of(workflow):
-            return None, why
-        starts = [t for t in control.rate_starts if t > now.timestamp() - rate.per_seconds]
-        if len(starts) >= rate.count:
-            _defer_for_rate(control, starts, rate, event_id, now, woken=why.waiting_for == "rate")
-            return None, None
-    within = None if concurrency is None else (workflow, concurrency)
+    why = why or _refusal(event_id, now)
+    if why is None or not why.turn_of(workflow):
+        return None, why
+    starts = [t for t in control.rate_starts if t > now.timestamp() - rate.per_seconds]
+    if len(starts) >= rate.count:
+        _defer_for_rate(control, starts, rate, event_id, now, woken=why.waiting_for == "rate")
+        return None, None
+    within = None if limits.concurrency is None else (workflow, limits.concurrency)
     if (event := _claim(event_id, now, within=within)) is not None:
-        if control is not None:
-            control.rate_starts = [*starts, now.timestamp()]
-            control.save(update_fields=["rate_starts"])
+        control.rate_starts = [*starts, now.timestamp()]
+        control.save(update_fields=["rate_starts"])
         return event, None
     return None, _refusal(event_id, now)
 
@@ -783,28 +865,37 @@ def _next_for_slot_statement(vendor: str) -> str:
 
 
 def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
-    """The oldest event marked for a slot of the workflow, woken (or, with ``take``, claimed
-    for this worker where the workflow has no rate: a start would need its window). Under the
-    workflow's lock, so that the slot goes to exactly one."""
+    """The oldest event marked for a slot of the workflow, claimed for this worker with
+    ``take`` (where the workflow has no rate: a start would need its window), else woken.
+
+    The take is one locked claim of whichever event is oldest then (on PostgreSQL one round
+    trip). What it did not claim (another claim took the slot first, or nothing waits) is
+    looked for under the lock and woken, so that the slot goes to exactly one.
+    """
     limits = registry.limits(workflow)
+    connection = _connection()
+    if (
+        take
+        and limits.rate is None
+        and limits.concurrency is not None
+        and sql.supports_returning(connection.vendor)
+    ):
+        now = _adapt(timezone.now())
+        lease_end = _adapt(timezone.now() + lease_duration())
+        params = [now, lease_end, workflow, now, now, workflow, workflow, limits.concurrency]
+        statement = _claim_statement(connection.vendor, 0, True, True, "slot")
+        [row] = _locked_claim(workflow, (statement, params))
+        if row is not None:
+            return sql.event_from_row(row, connection)
     with transaction.atomic():
         _lock_workflow(workflow, read=False)
-        with sql.prepared_cursor(_connection()) as cursor:
+        with sql.prepared_cursor(connection) as cursor:
             cursor.execute(
-                _next_for_slot_statement(_connection().vendor), [workflow, _adapt(timezone.now())]
+                _next_for_slot_statement(connection.vendor), [workflow, _adapt(timezone.now())]
             )
             row = cursor.fetchone()
-        if row is None:
-            return None
-        slot = (workflow, limits.concurrency) if limits.concurrency is not None else None
-        if (
-            take
-            and limits.rate is None
-            and slot
-            and (taken := _claim(row[0], timezone.now(), within=slot))
-        ):
-            return taken
-        _wake(row[0], workflow)
+        if row is not None:
+            _wake(row[0], workflow)
     return None
 
 

@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from django.db.models.expressions import Col
@@ -79,6 +79,53 @@ def _prepares(connection: BaseDatabaseWrapper, raw: Any) -> bool:
         and not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
         and hasattr(raw, "prepare_threshold")  # psycopg 3, not psycopg2
     )
+
+
+Statement = tuple[str, Sequence[Any]]
+
+
+def locked_rows(
+    connection: BaseDatabaseWrapper, lock: Sequence[Statement], statements: Sequence[Statement]
+) -> list[Sequence[Any] | None]:
+    """The first row of each of ``statements``, run after the ``lock`` statements in a
+    transaction of their own (prepared, as :func:`prepared_cursor`'s).
+
+    With psycopg 3 outside any transaction (a worker between attempts), ``BEGIN``, the lock,
+    the statements and ``COMMIT`` go to the server as one pipeline: one round trip where there
+    would be one for each, each waiting for the one before. The server still runs them in
+    order and holds the lock until the ``COMMIT``, as in any transaction; a failing statement
+    aborts the rest, and the transaction is rolled back before the error goes on. Elsewhere,
+    and inside a transaction, an atomic block runs them one by one.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    if connection.in_atomic_block or not _prepares(connection, raw):
+        rows = []
+        with transaction.atomic(using=connection.alias), prepared_cursor(connection) as cursor:
+            for statement, params in lock:
+                cursor.execute(statement, params)
+            for statement, params in statements:
+                cursor.execute(statement, params)
+                rows.append(cursor.fetchone())
+        return rows
+    with contextlib.ExitStack() as cursors:
+        control = cursors.enter_context(prepared_cursor(connection))
+        results = [cursors.enter_context(prepared_cursor(connection)) for _ in statements]
+        try:
+            with connection.wrap_database_errors, raw.pipeline():
+                control.execute("BEGIN")
+                for statement, params in lock:
+                    control.execute(statement, params)
+                for cursor, (statement, params) in zip(results, statements, strict=True):
+                    cursor.execute(statement, params)
+                control.execute("COMMIT")
+        except Exception:
+            from psycopg.pq import TransactionStatus
+
+            if not raw.closed and raw.info.transaction_status != TransactionStatus.IDLE:
+                raw.rollback()  # the transaction a failing statement aborted
+            raise
+        return [cursor.fetchone() for cursor in results]
 
 
 @functools.cache
