@@ -495,3 +495,20 @@ def test_the_workflow_known_to_the_queue_takes_the_locked_claim_at_once():
     # A wrong workflow is no shortcut: the event is claimed by its own rules.
     other = make_event("3")
     assert lifecycle.claim(other.pk, timezone.now(), "two_at_a_time") is not None
+
+
+def test_the_slot_passes_down_a_line_of_waiting_events():
+    """Two events wait for the one slot, both having flagged only the attempt then running:
+    the event handed the slot looks at its end too, and hands it to the second (the hole the
+    drain benchmark found: the second waited for recovery)."""
+    holder = lifecycle.claim(limited("a", "one_at_a_time").pk, timezone.now(), "one_at_a_time")
+    first, second = limited("b", "one_at_a_time"), limited("c", "one_at_a_time")
+    assert holder is not None
+    assert lifecycle.claim(first.pk, timezone.now(), "one_at_a_time") is None
+    assert lifecycle.claim(second.pk, timezone.now(), "one_at_a_time") is None
+    assert lifecycle.record_success(holder, None) == "succeeded"
+    taken = lifecycle.hand_on(holder, take=True)
+    assert taken is not None and taken.pk == first.pk
+    assert lifecycle.record_success(taken, None) == "succeeded"
+    taken = lifecycle.hand_on(taken, take=True)
+    assert taken is not None and taken.pk == second.pk

@@ -193,8 +193,11 @@ def _claim_statement(
         f" AND {sql.quote('workflow_name')} = %s AND {_running_count()} < %s" if counted else ""
     )
     event = "%s" if target == "id" else f"({_next_for_slot_statement(vendor)})"
+    # An event handed a slot looks at its end too: others may wait, that only flagged the
+    # attempt that handed it on.
+    handed = f"{sql.quote('waited_on')} = TRUE, " if target == "slot" else ""
     return (
-        f"UPDATE {events} SET {status} = '{RUNNING}', {sql.quote('started_at')} = %s, "  # noqa: S608
+        f"UPDATE {events} SET {status} = '{RUNNING}', {handed}{sql.quote('started_at')} = %s, "  # noqa: S608
         f"{sql.quote('finished_at')} = NULL, {sql.quote('lease_expires_at')} = %s, "
         f"{sql.quote('waiting_for')} = '', {attempts} = {attempts} + 1 "
         f"WHERE {sql.quote('id')} = {event} AND {_due(events)} AND {_not_paused(events)} "
@@ -900,12 +903,14 @@ def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
 
 
 def _wake(event_id: int, workflow: str) -> None:
-    """Clear a waiting event's mark and put it on the queue (once: the mark is the token)."""
+    """Clear a waiting event's mark and put it on the queue (once: the mark is the token). It
+    is flagged ``waited_on``: the events still waiting behind it flagged only what held them
+    then, so its end must look for them."""
     with transaction.atomic():
         woken = (
             WebhookEvent.objects.filter(pk=event_id)
             .exclude(waiting_for="")
-            .update(waiting_for="", next_attempt_at=timezone.now())
+            .update(waiting_for="", next_attempt_at=timezone.now(), waited_on=True)
         )
         if woken:
             queue.enqueue_in_transaction(event_id, workflow=workflow)
