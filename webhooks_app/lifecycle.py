@@ -245,26 +245,26 @@ def _claim_query(
 def _claim_within(
     event_id: int, now: datetime, workflow: str, concurrency: int
 ) -> tuple[WebhookEvent | None, Refusal | None]:
-    """The locked claim of a concurrency-limited workflow's event, and, refused, why: read in
-    the same transaction (on PostgreSQL, in the same round trip)."""
+    """The locked claim of a concurrency-limited workflow's event, and, refused, why (read
+    after it: refusals are the rare case)."""
     statement, params, returning = _claim_query(event_id, now, within=(workflow, concurrency))
     if not returning:
         with transaction.atomic():
             _lock_workflow(workflow, read=False)
             event = _claim(event_id, now, within=(workflow, concurrency))
         return event, None if event is not None else _refusal(event_id, now)
-    row, refusal = _locked_claim(workflow, (statement, params), _refusal_query(event_id, now))
+    [row] = _locked_claim(workflow, (statement, params))
     if row is not None:
         return sql.event_from_row(row, _connection()), None
-    return None, None if refusal is None else Refusal.of(refusal)
+    return None, _refusal(event_id, now)
 
 
 def _locked_claim(workflow: str, *statements: sql.Statement) -> list[Sequence[Any] | None]:
     """Statements (a claim, with ``RETURNING``, and what to read after it) run under the
     workflow's lock, in one transaction of their own: on PostgreSQL one round trip for all of
-    it (:func:`sql.locked_rows`). The lock is the control row's, made first if the workflow
-    never had one. SQLite has no row locks: its one writer at a time is the lock, and one
-    claim statement needs no transaction around it. Returns each statement's first row."""
+    it (:func:`sql.locked_rows`). SQLite has no such locks: its one writer at a time is the
+    lock, and one claim statement needs no transaction around it. Returns each statement's
+    first row."""
     connection = _connection()
     if connection.vendor != "postgresql":
         rows = []
@@ -273,22 +273,8 @@ def _locked_claim(workflow: str, *statements: sql.Statement) -> list[Sequence[An
                 cursor.execute(statement, params)
                 rows.append(cursor.fetchone())
         return rows
-    lock = [
-        (_ensure_control_statement(connection.vendor), [workflow]),
-        (_lock_statement(connection.vendor), [workflow]),
-    ]
-    return sql.locked_rows(connection, lock, statements)
-
-
-@functools.cache
-def _ensure_control_statement(vendor: str) -> str:
-    """The workflow's control row, made if missing (nothing written if it exists).
-    Parameters: the workflow."""
-    return (
-        f"INSERT INTO {_controls_table()} ({sql.quote('kind')}, {sql.quote('name')}, "  # noqa: S608
-        f"{sql.quote('paused')}, {sql.quote('changed_by')}, {sql.quote('rate_starts')}) "
-        f"VALUES ('{ControlKind.WORKFLOW.value}', %s, FALSE, '', '[]') "
-        f"ON CONFLICT ({sql.quote('kind')}, {sql.quote('name')}) DO NOTHING"
+    return sql.locked_rows(
+        connection, [(_advisory_lock_statement(connection.vendor), [workflow])], statements
     )
 
 
@@ -341,13 +327,11 @@ def _refusal_statement(vendor: str) -> str:
     )
 
 
-def _refusal_query(event_id: int, now: datetime) -> sql.Statement:
-    return _refusal_statement(_connection().vendor), [_adapt(now), _adapt(now), event_id]
-
-
 def _refusal(event_id: int, now: datetime) -> Refusal | None:
     with sql.prepared_cursor(_connection()) as cursor:
-        cursor.execute(*_refusal_query(event_id, now))
+        cursor.execute(
+            _refusal_statement(_connection().vendor), [_adapt(now), _adapt(now), event_id]
+        )
         row = cursor.fetchone()
     return None if row is None else Refusal.of(row)
 
@@ -531,13 +515,18 @@ def _defer_for_rate(
 
 
 def _lock_workflow(workflow: str, *, read: bool) -> ProcessingControl | None:
-    """Lock the workflow's control row (created on first use) until the transaction ends, and
-    return it if ``read``. On SQLite the lock is the write transaction itself (``IMMEDIATE``:
-    one at a time), so the row is only read when it is wanted."""
+    """Lock the workflow until the transaction ends.
+
+    Without ``read`` (the claims of a concurrency limit): on PostgreSQL a transaction-level
+    advisory lock on the workflow's name (:func:`_advisory_lock_statement`), on SQLite the write
+    transaction itself (``IMMEDIATE``: one at a time). With ``read`` (the claims of a rate,
+    which read and write its window): the workflow's control row, locked and returned (made
+    on first use). A workflow's claims all take the same one of the two.
+    """
     if not read:
-        if _connection().features.has_select_for_update and not _locked(workflow):
-            ProcessingControl.objects.get_or_create(kind=ControlKind.WORKFLOW, name=workflow)
-            _locked(workflow)
+        if _connection().vendor == "postgresql":
+            with sql.prepared_cursor(_connection()) as cursor:
+                cursor.execute(_advisory_lock_statement(_connection().vendor), [workflow])
         return None
     locked = ProcessingControl.objects.select_for_update()
     try:
@@ -547,20 +536,18 @@ def _lock_workflow(workflow: str, *, read: bool) -> ProcessingControl | None:
         return locked.get(kind=ControlKind.WORKFLOW, name=workflow)
 
 
+#: The first key of the advisory locks on workflows ("whks"), so that they do not meet the
+#: project's own advisory locks.
+LOCK_NAMESPACE = int.from_bytes(b"whks", "big")
+
+
 @functools.cache
-def _lock_statement(vendor: str) -> str:
-    """Lock a workflow's control row. Parameters: the workflow."""
-    return (
-        f"SELECT 1 FROM {_controls_table()} WHERE {sql.quote('kind')} = "  # noqa: S608
-        f"'{ControlKind.WORKFLOW.value}' AND {sql.quote('name')} = %s FOR UPDATE"
-    )
-
-
-def _locked(workflow: str) -> bool:
-    """Lock the workflow's control row; False when it has none yet."""
-    with sql.prepared_cursor(_connection()) as cursor:
-        cursor.execute(_lock_statement(_connection().vendor), [workflow])
-        return cursor.fetchone() is not None
+def _advisory_lock_statement(vendor: str) -> str:
+    """Lock a workflow's claims until the transaction ends. An advisory lock, not the control
+    row's: it needs no row to exist first (a statement less in every claim) and writes
+    nothing. Two workflows whose names hash alike share a lock: their claims wait for each
+    other, nothing else. Parameters: the workflow."""
+    return f"SELECT pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext(%s))"
 
 
 @functools.cache
