@@ -253,29 +253,25 @@ def _claim_within(
             _lock_workflow(workflow, read=False)
             event = _claim(event_id, now, within=(workflow, concurrency))
         return event, None if event is not None else _refusal(event_id, now)
-    [row] = _locked_claim(workflow, (statement, params))
+    row = _locked_claim(workflow, statement, params)
     if row is not None:
         return sql.event_from_row(row, _connection()), None
     return None, _refusal(event_id, now)
 
 
-def _locked_claim(workflow: str, *statements: sql.Statement) -> list[Sequence[Any] | None]:
-    """Statements (a claim, with ``RETURNING``, and what to read after it) run under the
-    workflow's lock, in one transaction of their own: on PostgreSQL one round trip for all of
-    it (:func:`sql.locked_rows`). SQLite has no such locks: its one writer at a time is the
-    lock, and one claim statement needs no transaction around it. Returns each statement's
-    first row."""
+def _locked_claim(workflow: str, statement: str, params: list[Any]) -> Sequence[Any] | None:
+    """A claim statement with ``RETURNING``, run under the workflow's lock in a transaction of
+    its own: on PostgreSQL one round trip for all of it (:func:`sql.locked_rows`). SQLite has
+    no such locks: its one writer at a time is the lock, and one statement needs no
+    transaction around it. Returns the claimed row, or None."""
     connection = _connection()
     if connection.vendor != "postgresql":
-        rows = []
         with sql.prepared_cursor(connection) as cursor:
-            for statement, params in statements:
-                cursor.execute(statement, params)
-                rows.append(cursor.fetchone())
-        return rows
-    return sql.locked_rows(
-        connection, [(_advisory_lock_statement(connection.vendor), [workflow])], statements
-    )
+            cursor.execute(statement, params)
+            return cursor.fetchone()
+    lock = [(_advisory_lock_statement(connection.vendor), [workflow])]
+    [row] = sql.locked_rows(connection, lock, [(statement, params)])
+    return row
 
 
 class Refusal(NamedTuple):
@@ -874,7 +870,7 @@ def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
         lease_end = _adapt(timezone.now() + lease_duration())
         params = [now, lease_end, workflow, now, now, workflow, workflow, limits.concurrency]
         statement = _claim_statement(connection.vendor, 0, True, True, "slot")
-        [row] = _locked_claim(workflow, (statement, params))
+        row = _locked_claim(workflow, statement, params)
         if row is not None:
             return sql.event_from_row(row, connection)
     with transaction.atomic():
