@@ -6,8 +6,8 @@ per paused source or workflow and per limited workflow), so any number of proces
 share it, and a node joining or dying changes nothing. The claim is one conditional UPDATE
 with every rule in its ``WHERE``: of two tasks for one event only one gets it, and a paused,
 key-held or limited event is refused without using an attempt. Whatever refuses an event also
-says how it will be woken: ``waiting_for`` marks it for the end of the attempt it waits on (its
-key's, or a slot of its workflow's concurrency); a rate-limited one takes a start time and its
+says how it will be woken: ``waiting_for`` marks it, and ``waited_on`` flags what it waits on
+(its key's events, or its workflow's running attempts), whose end looks for it; a rate-limited one takes a start time and its
 worker's heartbeat wakes it then; resuming requeues a paused backlog. Recovery is the safety
 net for a wake that was lost with its process.
 
@@ -193,11 +193,8 @@ def _claim_statement(
         f" AND {sql.quote('workflow_name')} = %s AND {_running_count()} < %s" if counted else ""
     )
     event = "%s" if target == "id" else f"({_next_for_slot_statement(vendor)})"
-    # An event handed a slot looks at its end too: others may wait, that only flagged the
-    # attempt that handed it on.
-    handed = f"{sql.quote('waited_on')} = TRUE, " if target == "slot" else ""
     return (
-        f"UPDATE {events} SET {status} = '{RUNNING}', {handed}{sql.quote('started_at')} = %s, "  # noqa: S608
+        f"UPDATE {events} SET {status} = '{RUNNING}', {sql.quote('started_at')} = %s, "  # noqa: S608
         f"{sql.quote('finished_at')} = NULL, {sql.quote('lease_expires_at')} = %s, "
         f"{sql.quote('waiting_for')} = '', {attempts} = {attempts} + 1 "
         f"WHERE {sql.quote('id')} = {event} AND {_due(events)} AND {_not_paused(events)} "
@@ -247,12 +244,12 @@ def _claim_within(
 ) -> tuple[WebhookEvent | None, Refusal | None]:
     """The locked claim of a concurrency-limited workflow's event, and, refused, why (read
     after it: refusals are the rare case)."""
-    statement, params, returning = _claim_query(event_id, now, within=(workflow, concurrency))
-    if not returning:
+    if not sql.supports_returning(_connection().vendor):
         with transaction.atomic():
             _lock_workflow(workflow, read=False)
             event = _claim(event_id, now, within=(workflow, concurrency))
         return event, None if event is not None else _refusal(event_id, now)
+    statement, params, _ = _claim_query(event_id, now, within=(workflow, concurrency))
     row = _locked_claim(workflow, statement, params)
     if row is not None:
         return sql.event_from_row(row, _connection()), None
@@ -382,15 +379,21 @@ def _mark_waiting(
 
 @functools.cache
 def _flag_statement(vendor: str, reason: str) -> str:
-    """Flag what holds an event back ``waited_on``: the events holding its key (parameters:
-    source, key, id, id) or the running attempts of its workflow (parameters: the workflow).
+    """Flag what holds an event back ``waited_on``: the events ahead of it, as a line. For its
+    key, the events holding it (parameters: source, key, id, id); for a slot, its workflow's
+    running attempts and the events waiting for a slot before it (parameters: the workflow,
+    id): the slot passes down the line, each one handed it looking at its end for the next.
     Where rows are locked, they are locked in id order: two events waiting on overlapping
     holders never deadlock."""
     events = sql.table()
     if reason == "key":
         held = _holds("h", "%s", "%s", "%s")
     else:
-        held = f"h.{sql.quote('workflow_name')} = %s AND h.{sql.quote('status')} = '{RUNNING}'"
+        status, pk_col = _col("h", "status"), _col("h", "id")
+        held = (
+            f"h.{sql.quote('workflow_name')} = %s AND ({status} = '{RUNNING}' OR "
+            f"({_col('h', 'waiting_for')} = 'concurrency' AND {pk_col} < %s))"
+        )
     lock = " FOR UPDATE" if vendor == "postgresql" else ""
     pk = sql.quote("id")
     return (
@@ -401,8 +404,8 @@ def _flag_statement(vendor: str, reason: str) -> str:
 
 def _wait(event_id: int, reason: str, now: datetime, why: Refusal) -> bool:
     """Mark the due event waiting for its key or for a concurrency slot, then flag what it
-    waits on ``waited_on`` (the events holding its key, or its workflow's running attempts):
-    the end of each of those looks for the events marked so (:func:`hand_on`). Returns whether
+    waits on ``waited_on`` (:func:`_flag_statement`): the end of each of those looks for the
+    events marked so (:func:`hand_on`). Returns whether
     anything was flagged; False when what it waited on ended meanwhile (or it was no longer
     due to be marked): the caller claims it once more.
 
@@ -414,7 +417,9 @@ def _wait(event_id: int, reason: str, now: datetime, why: Refusal) -> bool:
     """
     if not _mark_waiting(event_id, reason, now):
         return False
-    holders = [why.source, why.key, event_id, event_id] if reason == "key" else [why.workflow]
+    holders: list[Any] = (
+        [why.source, why.key, event_id, event_id] if reason == "key" else [why.workflow, event_id]
+    )
     with sql.prepared_cursor(_connection()) as cursor:
         cursor.execute(_flag_statement(_connection().vendor, reason), holders)
         return bool(cursor.rowcount)
@@ -430,9 +435,9 @@ def _claim_limited(
 ) -> WebhookEvent | None:
     """Claim an event of a workflow with a concurrency or rate limit.
 
-    The workflow's control row is locked for the decision, so claims across all workers and
-    nodes count running attempts (in the claim statement itself) and record starts one at a
-    time. Refused for want of a slot, the event waits (:func:`_wait`, after the lock) for a
+    The workflow is locked for the decision (:func:`_lock_workflow`), so claims across all
+    workers and nodes count running attempts (in the claim statement itself) and record
+    starts one at a time. Refused for want of a slot, the event waits (:func:`_wait`, after the lock) for a
     running attempt's end to hand the slot on (:func:`hand_on`). One held back by the rate is
     given a wake time when the window will have room, spread ``1/N`` of the period apart so
     waiting events do not wake together. ``why``: the refusal already read, if any.
@@ -450,7 +455,7 @@ def _claim_limited(
         return event
     if not why.turn_of(workflow):  # lapsed, held by its key, paused, or not due: not the lock's
         return _claim_refused(event_id, timezone.now(), rounds - 1)
-    if registry.limits(workflow).concurrency is None or _wait(event_id, "concurrency", now, why):
+    if limits.concurrency is None or _wait(event_id, "concurrency", now, why):
         return None
     # The running attempts ended between the count and the flag: once more.
     return _claim_limited(event_id, workflow, timezone.now(), rounds=rounds - 1)
@@ -886,14 +891,12 @@ def _next_for_slot(workflow: str, *, take: bool) -> WebhookEvent | None:
 
 
 def _wake(event_id: int, workflow: str) -> None:
-    """Clear a waiting event's mark and put it on the queue (once: the mark is the token). It
-    is flagged ``waited_on``: the events still waiting behind it flagged only what held them
-    then, so its end must look for them."""
+    """Clear a waiting event's mark and put it on the queue (once: the mark is the token)."""
     with transaction.atomic():
         woken = (
             WebhookEvent.objects.filter(pk=event_id)
             .exclude(waiting_for="")
-            .update(waiting_for="", next_attempt_at=timezone.now(), waited_on=True)
+            .update(waiting_for="", next_attempt_at=timezone.now())
         )
         if woken:
             queue.enqueue_in_transaction(event_id, workflow=workflow)

@@ -70,9 +70,9 @@ class WebhookEvent(models.Model):
     waiting_for = models.CharField(max_length=16, blank=True, default="", db_default="")
     #: An event marked ``waiting_for`` its key or a concurrency slot was refused because of
     #: this one: this event's end must look for it. Set by the waiting event on what holds it
-    #: back (and on an event woken or handed a slot: others may wait behind it), read back by
-    #: the outcome's UPDATE, so an attempt nobody waited on looks for nothing. Never cleared:
-    #: a stale flag costs one look that finds nothing.
+    #: back (the events ahead of it), read back by the outcome's UPDATE, so an attempt nobody
+    #: waited on looks for nothing. Never cleared: a stale flag costs one look that finds
+    #: nothing.
     waited_on = models.BooleanField(default=False, db_default=False)
 
     class Meta:
